@@ -1,0 +1,24 @@
+"""The attention factory a run hands to its model."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from torch import nn
+
+from step.registry import ATTENTIONS
+
+
+class AttentionFactory:
+    """``factory(dim=..., heads=..., neuron=...)`` builds the configured attention variant."""
+
+    def __init__(self, name: str = "ssa", **params: Any):
+        self.name = name
+        self.params = dict(params)
+        ATTENTIONS.check_kwargs(name, {**self.params, "dim": 8, "heads": 1, "neuron": None})
+
+    def __call__(self, dim: int, heads: int, neuron: Callable[..., nn.Module]) -> nn.Module:
+        return ATTENTIONS.build(self.name, dim=dim, heads=heads, neuron=neuron, **self.params)
+
+    def __repr__(self) -> str:
+        return f"AttentionFactory({self.name!r}, {self.params})"

@@ -1,0 +1,25 @@
+"""Helpers shared by the model definitions."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from step.attention.factory import AttentionFactory
+from step.neurons.factory import NeuronFactory
+
+
+def resolve_components(
+    neuron: NeuronFactory | None, attention: AttentionFactory | None
+) -> tuple[NeuronFactory, AttentionFactory]:
+    """The given factories, or the platform defaults (equal to ``conf/train.yaml``'s)."""
+    from step.components import default_attention_factory, default_neuron_factory
+
+    return neuron or default_neuron_factory(), attention or default_attention_factory()
+
+
+def init_linear_trunc_normal(module: nn.Module) -> None:
+    """trunc_normal(std 0.02) Linear weights and zero biases (the reference repos' init)."""
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)

@@ -1,0 +1,91 @@
+"""Spikformer (Zhou et al., ICLR 2023): SPS patch embedding, SEW-shortcut blocks, mean-over-T head."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from step.attention.factory import AttentionFactory
+from step.layers.mlp import SpikingMLP
+from step.layers.patch_embed import SpikingPatchSplitting
+from step.models.common import resolve_components, init_linear_trunc_normal
+from step.neurons.factory import NeuronFactory
+from step.registry import MODELS
+
+
+class SpikformerBlock(nn.Module):
+    """x <- x + Attn(x); x <- x + MLP(x). Both branches end in a neuron (spike-add shortcut)."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, neuron: NeuronFactory, attention: AttentionFactory):
+        super().__init__()
+        self.attn = attention(dim=dim, heads=heads, neuron=neuron)
+        self.mlp = SpikingMLP(dim, int(dim * mlp_ratio), neuron)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(x)
+        return x + self.mlp(x)
+
+
+class Spikformer(nn.Module):
+    """Input ``[T, B, C, H, W]`` -> logits ``[B, num_classes]`` (mean over tokens, then over T)."""
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        img_size: int = 32,
+        in_chans: int = 3,
+        depth: int = 4,
+        dim: int = 384,
+        heads: int = 12,
+        mlp_ratio: float = 4.0,
+        patch_size: int = 4,
+        neuron: NeuronFactory | None = None,
+        attention: AttentionFactory | None = None,
+    ):
+        super().__init__()
+        neuron, attention = resolve_components(neuron, attention)
+        if img_size % patch_size:
+            raise ValueError(f"spikformer: img_size {img_size} is not divisible by patch_size {patch_size}")
+        self.num_classes = num_classes
+        self.patch_embed = SpikingPatchSplitting(in_chans, dim, patch_size, neuron)
+        self.blocks = nn.ModuleList(
+            SpikformerBlock(dim, heads, mlp_ratio, neuron, attention) for _ in range(depth)
+        )
+        self.head = nn.Linear(dim, num_classes)
+        self.apply(init_linear_trunc_normal)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(x)
+        for block in self.blocks:
+            x = block(x)
+        return x  # [T, B, N, D]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.forward_features(x).mean(2).mean(0))
+
+
+@MODELS.register("spikformer", paper="Spikformer (Zhou et al., ICLR 2023)")
+def spikformer(**kwargs) -> Spikformer:
+    """Spikformer of any depth and width (``depth``, ``dim``, ``heads``, ``patch_size``, ...)."""
+    return Spikformer(**kwargs)
+
+
+_VARIANTS = {
+    # name: (depth, dim, heads, patch_size, img_size)  -- the paper's configurations
+    "spikformer-4-384": (4, 384, 12, 4, 32),
+    "spikformer-4-256": (4, 256, 8, 4, 32),
+    "spikformer-2-384": (2, 384, 12, 4, 32),
+    "spikformer-2-256": (2, 256, 16, 16, 128),
+}
+for _name, (_depth, _dim, _heads, _patch, _img) in _VARIANTS.items():
+    MODELS.add(
+        _name,
+        Spikformer,
+        paper="Spikformer (Zhou et al., ICLR 2023)",
+        description=f"Spikformer-{_depth}-{_dim} ({_heads} heads, patch {_patch})",
+        depth=_depth,
+        dim=_dim,
+        heads=_heads,
+        patch_size=_patch,
+        img_size=_img,
+    )

@@ -1,0 +1,3 @@
+"""Tasks choose the loss, the metrics and how batches are read."""
+
+from step.tasks import classification  # noqa: F401  (registers)
