@@ -25,7 +25,6 @@ install: $(STAMP) ## create .venv and install the pinned dependencies and the pa
 
 demo: install ## train a small Spikformer on the embedded digits, print the result table
 	$(VENV)/bin/step-train experiment=demo
-	$(VENV)/bin/step-board --where "experiment == 'demo'" --last 5
 
 test: install ## run the test suite (fast: tiny models; excludes slow and gpu markers)
 	WANDB_MODE=disabled $(PY) -m pytest -q

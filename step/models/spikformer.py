@@ -64,11 +64,8 @@ class Spikformer(nn.Module):
         return self.head(self.forward_features(x).mean(2).mean(0))
 
 
-@MODELS.register("spikformer", paper="Spikformer (Zhou et al., ICLR 2023)")
-def spikformer(**kwargs) -> Spikformer:
-    """Spikformer of any depth and width (``depth``, ``dim``, ``heads``, ``patch_size``, ...)."""
-    return Spikformer(**kwargs)
-
+MODELS.add("spikformer", Spikformer, paper="Spikformer (Zhou et al., ICLR 2023)",
+           description="Spikformer of any depth and width (depth, dim, heads, patch_size, ...)")
 
 _VARIANTS = {
     # name: (depth, dim, heads, patch_size, img_size)  -- the paper's configurations

@@ -1,0 +1,95 @@
+"""The structured schema of a run config (registered in Hydra's ConfigStore as ``train_schema``).
+
+Engine groups (trainer, optim, sched, logger, paths) are typed dataclasses: a misspelled key fails
+when Hydra composes. Registry-backed groups (model, attention, neuron, surrogate, encoder, backend,
+dataset, task, energy) are ``name`` plus the builder's keyword arguments; their keys are checked
+against the builder's signature by :func:`step.config.validate.validate_config` before anything
+is built, so a misspelling there fails with the valid keys too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class TrainerConf:
+    epochs: int = 10
+    batch_size: int = 64
+    eval_batch_size: int = 256
+    num_workers: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    precision: str = "32"  # 32 | bf16 | fp16
+    compile: bool = False
+    progress: bool = True
+    grad_clip: Optional[float] = None
+    eval_every: int = 1  # evaluate on the test split every N epochs (and always at the end)
+    ckpt_every: int = 0  # 0: checkpoint only at the end
+    resume: str = "never"  # never | auto | <path to a checkpoint>
+    deterministic: bool = True
+    max_batches: Optional[int] = None  # cap batches per epoch (smoke tests)
+
+
+@dataclass
+class OptimConf:
+    name: str = "adamw"  # any timm optimizer name (create_optimizer_v2)
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    momentum: float = 0.9
+    filter_bias_and_bn: bool = True
+
+
+@dataclass
+class SchedConf:
+    name: str = "cosine"  # any timm scheduler name (create_scheduler_v2), or none
+    warmup_epochs: int = 0
+    warmup_lr: float = 1e-6
+    min_lr: float = 1e-5
+    cooldown_epochs: int = 0
+
+
+@dataclass
+class LoggerConf:
+    name: str = "csv"  # csv | wandb | none
+    project: str = "step"
+    mode: str = "offline"  # wandb mode when WANDB_MODE is not set: offline | online | disabled
+
+
+@dataclass
+class PathsConf:
+    data_root: str = MISSING
+    output_root: str = MISSING
+    results_dir: str = MISSING
+    leaderboard: str = MISSING
+
+
+@dataclass
+class TrainConf:
+    model: dict[str, Any] = MISSING
+    attention: dict[str, Any] = MISSING
+    neuron: dict[str, Any] = MISSING
+    surrogate: dict[str, Any] = MISSING
+    encoder: dict[str, Any] = MISSING
+    backend: dict[str, Any] = MISSING
+    dataset: dict[str, Any] = MISSING
+    task: dict[str, Any] = MISSING
+    energy: dict[str, Any] = MISSING
+    optim: OptimConf = field(default_factory=OptimConf)
+    sched: SchedConf = field(default_factory=SchedConf)
+    trainer: TrainerConf = field(default_factory=TrainerConf)
+    logger: LoggerConf = field(default_factory=LoggerConf)
+    paths: PathsConf = field(default_factory=PathsConf)
+    T: int = 4
+    seed: int = 0
+    name: str = "run"  # experiment name: the leaderboard's `experiment` column
+    tags: list[str] = field(default_factory=list)
+    reference: Optional[dict[str, Any]] = None  # published numbers (experiments only)
+
+
+def register_schema() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConf)

@@ -1,0 +1,90 @@
+"""Checks a composed config before anything is built: names, keys and value ranges.
+
+Each problem becomes one :class:`~step.errors.ConfigError` whose message names the bad key or
+value and the valid ones, so a run never starts on a config that would silently misbehave.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from step.errors import ConfigError
+from step.registry import ALL_REGISTRIES, BACKENDS
+
+#: config group -> registry; the group's keys other than ``name`` are the builder's keywords
+REGISTRY_GROUPS = {
+    "model": "model",
+    "attention": "attention",
+    "neuron": "neuron",
+    "surrogate": "surrogate",
+    "encoder": "encoder",
+    "dataset": "dataset",
+    "task": "task",
+}
+
+#: keys of a group consumed by the runner itself rather than passed to the builder
+RUNNER_KEYS = {
+    "energy": {"name", "enabled", "encoder_per_step"},
+}
+
+
+def group_params(cfg: DictConfig, group: str) -> dict[str, Any]:
+    """The builder keywords of a registry-backed group (everything but ``name`` and runner keys)."""
+    node = OmegaConf.to_container(cfg[group], resolve=True)
+    assert isinstance(node, dict)
+    skip = RUNNER_KEYS.get(group, {"name"})
+    return {k: v for k, v in node.items() if k not in skip}
+
+
+def _require_name(cfg: DictConfig, group: str) -> str:
+    name = cfg[group].get("name")
+    if not name:
+        raise ConfigError(f"Config group '{group}' has no 'name' key; every {group} config must name its registry entry.")
+    return str(name)
+
+
+def _check_range(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Raise :class:`ConfigError` for the first problem found in ``cfg``."""
+    for group, kind in REGISTRY_GROUPS.items():
+        registry = ALL_REGISTRIES[kind]
+        name = _require_name(cfg, group)
+        params = group_params(cfg, group)
+        if group == "model":  # the runner adds the data-dependent keywords and the components
+            params = {**params, "num_classes": 2, "neuron": None, "attention": None}
+        if group == "attention":
+            params = {**params, "dim": 8, "heads": 1, "neuron": None}
+        if group == "dataset":
+            params = {**params, "root": "."}
+        if group == "encoder":
+            params = {**params, "T": 1}
+        registry.check_kwargs(name, params)  # raises UnknownNameError / ConfigError
+
+    backend = _require_name(cfg, "backend")
+    if backend != "native" or len(BACKENDS):
+        BACKENDS.entry(backend)
+    if "energy" in cfg and cfg.energy.get("enabled", True):
+        energy_name = _require_name(cfg, "energy")
+        ALL_REGISTRIES["energy"].check_kwargs(energy_name, group_params(cfg, "energy"))
+
+    t = cfg.trainer
+    _check_range(cfg.T >= 1, f"T must be >= 1 (timesteps), got T={cfg.T}.")
+    _check_range(t.epochs >= 0, f"trainer.epochs must be >= 0, got {t.epochs}.")
+    _check_range(t.batch_size >= 1, f"trainer.batch_size must be >= 1, got {t.batch_size}.")
+    _check_range(t.eval_batch_size >= 1, f"trainer.eval_batch_size must be >= 1, got {t.eval_batch_size}.")
+    _check_range(t.eval_every >= 1, f"trainer.eval_every must be >= 1, got {t.eval_every}.")
+    _check_range(t.ckpt_every >= 0, f"trainer.ckpt_every must be >= 0, got {t.ckpt_every}.")
+    _check_range(t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:"),
+                 f"trainer.device must be auto, cpu or cuda, got '{t.device}'.")
+    _check_range(str(t.precision) in ("32", "bf16", "fp16"),
+                 f"trainer.precision must be 32, bf16 or fp16, got '{t.precision}'.")
+    _check_range(cfg.optim.lr > 0, f"optim.lr must be > 0, got {cfg.optim.lr}.")
+    _check_range(cfg.optim.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {cfg.optim.weight_decay}.")
+    _check_range(cfg.logger.name in ("csv", "wandb", "none"),
+                 f"logger must be csv, wandb or none, got '{cfg.logger.name}'.")

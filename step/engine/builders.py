@@ -1,0 +1,116 @@
+"""Turn a validated run config into components, data, model, task, optimiser and scheduler."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+from torch.utils.data import DataLoader
+
+from step.attention.factory import AttentionFactory
+from step.config.validate import group_params
+from step.data.base import DataBundle
+from step.errors import ConfigError
+from step.neurons.factory import NeuronFactory
+from step.registry import DATASETS, ENCODERS, MODELS, TASKS
+
+
+def build_neuron_factory(cfg: DictConfig) -> NeuronFactory:
+    params = group_params(cfg, "neuron")
+    surrogate = group_params(cfg, "surrogate")
+    return NeuronFactory(
+        cfg.neuron.name,
+        backend=cfg.backend.name,
+        T=cfg.T,
+        surrogate=cfg.surrogate.name,
+        **surrogate,
+        **params,
+    )
+
+
+def build_attention_factory(cfg: DictConfig) -> AttentionFactory:
+    return AttentionFactory(cfg.attention.name, **group_params(cfg, "attention"))
+
+
+def build_data(cfg: DictConfig) -> DataBundle:
+    bundle = DATASETS.build(cfg.dataset.name, root=cfg.paths.data_root, **group_params(cfg, "dataset"))
+    if bundle.modality == "event" and bundle.timesteps not in (None, cfg.T):
+        raise ConfigError(
+            f"dataset {bundle.name} gives {bundle.timesteps} time bins but T={cfg.T}; "
+            f"set T={bundle.timesteps} or the dataset's number of bins to {cfg.T}."
+        )
+    return bundle
+
+
+def build_encoder(cfg: DictConfig) -> nn.Module:
+    return ENCODERS.build(cfg.encoder.name, T=cfg.T, **group_params(cfg, "encoder"))
+
+
+def model_data_kwargs(bundle: DataBundle) -> dict[str, Any]:
+    """The keywords a model takes from the data (classes, channels, size)."""
+    kwargs: dict[str, Any] = {"num_classes": bundle.num_classes, "in_chans": bundle.in_chans}
+    if bundle.img_size is not None:
+        kwargs["img_size"] = bundle.img_size
+    return kwargs
+
+
+def build_model(cfg: DictConfig, bundle: DataBundle) -> nn.Module:
+    kwargs = {**group_params(cfg, "model"), **model_data_kwargs(bundle)}
+    return MODELS.build(
+        cfg.model.name,
+        neuron=build_neuron_factory(cfg),
+        attention=build_attention_factory(cfg),
+        **kwargs,
+    )
+
+
+def build_task(cfg: DictConfig):
+    return TASKS.build(cfg.task.name, **group_params(cfg, "task"))
+
+
+def build_loaders(cfg: DictConfig, bundle: DataBundle, generator: torch.Generator) -> tuple[DataLoader, DataLoader]:
+    t = cfg.trainer
+    train = DataLoader(
+        bundle.train, batch_size=t.batch_size, shuffle=True, drop_last=False,
+        num_workers=t.num_workers, generator=generator,
+    )
+    test = DataLoader(bundle.test, batch_size=t.eval_batch_size, shuffle=False, num_workers=t.num_workers)
+    return train, test
+
+
+def build_optimizer(cfg: DictConfig, model: nn.Module) -> torch.optim.Optimizer:
+    from timm.optim import create_optimizer_v2
+
+    o = cfg.optim
+    kwargs: dict[str, Any] = {}
+    if o.name.lower() in ("sgd", "momentum", "nesterov", "rmsprop"):
+        kwargs["momentum"] = o.momentum
+    try:
+        return create_optimizer_v2(
+            model, opt=o.name, lr=o.lr, weight_decay=o.weight_decay,
+            filter_bias_and_bn=o.filter_bias_and_bn, **kwargs,
+        )
+    except (AssertionError, ValueError, KeyError) as err:
+        raise ConfigError(f"optim.name='{o.name}' is not an optimizer timm knows ({err}); try adamw, sgd or lamb.") from None
+
+
+def build_scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer):
+    """A timm scheduler stepped once per epoch, or None for ``sched=none``."""
+    s = cfg.sched
+    if s.name == "none":
+        return None
+    from timm.scheduler import create_scheduler_v2
+
+    try:
+        scheduler, _ = create_scheduler_v2(
+            optimizer, sched=s.name, num_epochs=max(cfg.trainer.epochs, 1),
+            warmup_epochs=s.warmup_epochs, warmup_lr=s.warmup_lr, min_lr=s.min_lr,
+            cooldown_epochs=s.cooldown_epochs,
+        )
+    except (AssertionError, ValueError) as err:
+        raise ConfigError(f"sched.name='{s.name}' is not a scheduler timm knows ({err}); try cosine, step or none.") from None
+    if scheduler is None:
+        raise ConfigError(f"sched.name='{s.name}' is not a scheduler timm knows; try cosine, step or none.")
+    return scheduler

@@ -1,0 +1,145 @@
+"""One training loop and one evaluation loop for every task and modality."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import torch
+from torch import nn
+
+from step.errors import DivergedError
+
+
+def to_time_major(x: torch.Tensor, modality: str, encoder: nn.Module) -> torch.Tensor:
+    """A batch from the loader -> the model's time-major input ``[T, B, ...]``.
+
+    Images and sequences go through the encoder; event frames ``[B, T, 2, H, W]`` already carry
+    time and are only transposed.
+    """
+    if modality == "event":
+        return x.transpose(0, 1).contiguous()
+    return encoder(x)
+
+
+@dataclass
+class EpochResult:
+    loss: float
+    metrics: dict[str, float]
+    n_samples: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _progress(iterable: Iterable, enabled: bool, desc: str, total: int | None):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, total=total, leave=False, dynamic_ncols=True)
+
+
+def _capped(loader, max_batches: int | None):
+    for i, batch in enumerate(loader):
+        if max_batches is not None and i >= max_batches:
+            return
+        yield batch
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader,
+    optimizer: torch.optim.Optimizer,
+    task,
+    *,
+    encoder: nn.Module,
+    modality: str,
+    device: torch.device,
+    epoch: int,
+    metrics,
+    grad_clip: float | None = None,
+    max_batches: int | None = None,
+    progress: bool = True,
+    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    scaler: torch.amp.GradScaler | None = None,
+    batch_transform: Callable | None = None,
+) -> EpochResult:
+    """Train for one pass over ``loader``; raises :class:`DivergedError` on a NaN/inf loss."""
+    model.train()
+    metrics.reset()
+    total_loss, n = 0.0, 0
+    total = len(loader) if max_batches is None else min(len(loader), max_batches)
+    bar = _progress(_capped(loader, max_batches), progress, f"epoch {epoch}", total)
+    for step_idx, (x, y) in enumerate(bar):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        target = y
+        if batch_transform is not None:
+            x, target = batch_transform(x, y)
+        with autocast():
+            output = model(to_time_major(x, modality, encoder))
+            loss = task.loss(output, target)
+        if not torch.isfinite(loss):
+            raise DivergedError(
+                f"The loss became {loss.item()} at epoch {epoch}, step {step_idx}. "
+                "Lower optim.lr, set trainer.grad_clip, or check the data; the last good checkpoint is kept."
+            )
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+        else:
+            loss.backward()
+        if grad_clip:
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        bs = y.shape[0]
+        total_loss += loss.item() * bs
+        n += bs
+        metrics.update(output.detach().float(), y)
+        if progress and hasattr(bar, "set_postfix"):
+            bar.set_postfix(loss=f"{total_loss / n:.4f}")
+    return EpochResult(loss=total_loss / max(n, 1), metrics=_computed(metrics), n_samples=n)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader,
+    task,
+    *,
+    encoder: nn.Module,
+    modality: str,
+    device: torch.device,
+    metrics,
+    max_batches: int | None = None,
+    progress: bool = True,
+    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    desc: str = "eval",
+) -> EpochResult:
+    model.eval()
+    metrics.reset()
+    total_loss, n = 0.0, 0
+    total = len(loader) if max_batches is None else min(len(loader), max_batches)
+    for x, y in _progress(_capped(loader, max_batches), progress, desc, total):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with autocast():
+            output = model(to_time_major(x, modality, encoder))
+            loss = task.loss(output, y)
+        bs = y.shape[0]
+        total_loss += loss.item() * bs
+        n += bs
+        metrics.update(output.float(), y)
+    return EpochResult(loss=total_loss / max(n, 1), metrics=_computed(metrics), n_samples=n)
+
+
+def _computed(metrics) -> dict[str, float]:
+    out = {}
+    for k, v in metrics.compute().items():
+        value = float(v)
+        out[k] = 100.0 * value if not math.isnan(value) else value  # percentages, as papers report
+    return out
