@@ -10,7 +10,13 @@ from step.registry import ATTENTIONS
 
 
 class AttentionFactory:
-    """``factory(dim=..., heads=..., neuron=...)`` builds the configured attention variant."""
+    """``factory(dim=..., heads=..., neuron=...)`` builds the configured attention variant.
+
+    The interface every variant implements, so that any attention fits any model:
+    ``forward(x, hw)`` with ``x`` time-major tokens ``[T, B, N, C]`` and ``hw = (H, W)`` the token
+    grid (``N == H * W``; variants with spatial convolutions use it, others ignore it); the result
+    has the shape of ``x`` and is added to the block's residual stream by the model.
+    """
 
     def __init__(self, name: str = "ssa", **params: Any):
         self.name = name

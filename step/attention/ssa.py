@@ -49,7 +49,7 @@ class SpikingSelfAttention(nn.Module):
         T, B, N, D = x.shape
         return x.view(T, B, N, self.heads, D // self.heads).transpose(2, 3)  # [T, B, h, N, d]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, hw: tuple[int, int] | None = None) -> torch.Tensor:
         T, B, N, D = x.shape
         q = self._heads(self.q_lif(self.q(x)))
         k = self._heads(self.k_lif(self.k(x)))

@@ -21,8 +21,8 @@ class SpikformerBlock(nn.Module):
         self.attn = attention(dim=dim, heads=heads, neuron=neuron)
         self.mlp = SpikingMLP(dim, int(dim * mlp_ratio), neuron)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(x)
+    def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        x = x + self.attn(x, hw)
         return x + self.mlp(x)
 
 
@@ -55,9 +55,10 @@ class Spikformer(nn.Module):
         self.apply(init_linear_trunc_normal)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        H, W = x.shape[-2] // self.patch_embed.patch_size, x.shape[-1] // self.patch_embed.patch_size
         x = self.patch_embed(x)
         for block in self.blocks:
-            x = block(x)
+            x = block(x, (H, W))
         return x  # [T, B, N, D]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
