@@ -7,11 +7,12 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 
 from step.attention.factory import AttentionFactory
 from step.config.validate import group_params
 from step.data.base import DataBundle
+from step.engine.distributed import DistInfo, ShardSampler, per_rank_batch
 from step.errors import ConfigError
 from step.neurons.factory import NeuronFactory
 from step.registry import DATASETS, ENCODERS, MODELS, TASKS
@@ -48,16 +49,24 @@ def build_encoder(cfg: DictConfig) -> nn.Module:
     return ENCODERS.build(cfg.encoder.name, T=cfg.T, **group_params(cfg, "encoder"))
 
 
-def model_data_kwargs(bundle: DataBundle) -> dict[str, Any]:
-    """The keywords a model takes from the data (classes, channels, size)."""
+def model_data_kwargs(model_name: str, bundle: DataBundle) -> dict[str, Any]:
+    """The keywords a model takes from the data (classes, channels, size, modality)."""
     kwargs: dict[str, Any] = {"num_classes": bundle.num_classes, "in_chans": bundle.in_chans}
     if bundle.img_size is not None:
         kwargs["img_size"] = bundle.img_size
+    if bundle.modality == "sequence":
+        accepted = MODELS.entry(model_name).accepted_keywords()
+        if accepted is not None and "modality" not in accepted:
+            raise ConfigError(
+                f"model '{model_name}' takes images or event frames only, and dataset '{bundle.name}' is a "
+                "sequence dataset; use model=spikformer (1-D patch embedding) for sequences."
+            )
+        kwargs["modality"] = "sequence"
     return kwargs
 
 
 def build_model(cfg: DictConfig, bundle: DataBundle) -> nn.Module:
-    kwargs = {**group_params(cfg, "model"), **model_data_kwargs(bundle)}
+    kwargs = {**group_params(cfg, "model"), **model_data_kwargs(cfg.model.name, bundle)}
     return MODELS.build(
         cfg.model.name,
         neuron=build_neuron_factory(cfg),
@@ -70,13 +79,25 @@ def build_task(cfg: DictConfig):
     return TASKS.build(cfg.task.name, **group_params(cfg, "task"))
 
 
-def build_loaders(cfg: DictConfig, bundle: DataBundle, generator: torch.Generator) -> tuple[DataLoader, DataLoader]:
+def build_loaders(cfg: DictConfig, bundle: DataBundle, generator: torch.Generator,
+                  info: DistInfo = DistInfo()) -> tuple[DataLoader, DataLoader]:
+    """Train and test loaders for this process.
+
+    Training order comes from a ``DistributedSampler`` even in one process (a permutation seeded by
+    ``seed + epoch``, see ``set_epoch``), so N processes with per-rank batch ``batch_size / N`` see
+    the same global batches as one process with ``batch_size``, and a resumed run sees the same
+    order as an uninterrupted one. The test split is sharded without padding (:class:`ShardSampler`).
+    """
     t = cfg.trainer
+    sampler = DistributedSampler(bundle.train, num_replicas=info.world_size, rank=info.rank,
+                                 shuffle=True, seed=int(cfg.seed), drop_last=False)
     train = DataLoader(
-        bundle.train, batch_size=t.batch_size, shuffle=True, drop_last=False,
+        bundle.train, batch_size=per_rank_batch(t.batch_size, info), sampler=sampler, drop_last=False,
         num_workers=t.num_workers, generator=generator,
     )
-    test = DataLoader(bundle.test, batch_size=t.eval_batch_size, shuffle=False, num_workers=t.num_workers)
+    eval_batch = max(1, -(-t.eval_batch_size // info.world_size))
+    test = DataLoader(bundle.test, batch_size=eval_batch, sampler=ShardSampler(len(bundle.test), info),
+                      num_workers=t.num_workers)
     return train, test
 
 

@@ -8,6 +8,7 @@ from torch import nn
 from step.attention.factory import AttentionFactory
 from step.layers.mlp import SpikingMLP
 from step.layers.patch_embed import SpikingPatchSplitting
+from step.layers.seq_embed import SpikingSeqEmbed
 from step.models.common import resolve_components, init_linear_trunc_normal
 from step.neurons.factory import NeuronFactory
 from step.registry import MODELS
@@ -27,7 +28,12 @@ class SpikformerBlock(nn.Module):
 
 
 class Spikformer(nn.Module):
-    """Input ``[T, B, C, H, W]`` -> logits ``[B, num_classes]`` (mean over tokens, then over T)."""
+    """Input ``[T, B, C, H, W]`` -> logits ``[B, num_classes]`` (mean over tokens, then over T).
+
+    ``modality='sequence'`` swaps the 2-D patch splitting for its 1-D counterpart
+    (:class:`~step.layers.seq_embed.SpikingSeqEmbed`), taking ``[T, B, L, C]`` sequences; the
+    runner sets it from the dataset, so one model class serves images, events and sequences.
+    """
 
     def __init__(
         self,
@@ -41,13 +47,18 @@ class Spikformer(nn.Module):
         patch_size: int = 4,
         neuron: NeuronFactory | None = None,
         attention: AttentionFactory | None = None,
+        modality: str = "image",
     ):
         super().__init__()
         neuron, attention = resolve_components(neuron, attention)
-        if img_size % patch_size:
-            raise ValueError(f"spikformer: img_size {img_size} is not divisible by patch_size {patch_size}")
         self.num_classes = num_classes
-        self.patch_embed = SpikingPatchSplitting(in_chans, dim, patch_size, neuron)
+        self.modality = modality
+        if modality == "sequence":
+            self.patch_embed = SpikingSeqEmbed(in_chans, dim, patch_size, neuron)
+        else:
+            if img_size % patch_size:
+                raise ValueError(f"spikformer: img_size {img_size} is not divisible by patch_size {patch_size}")
+            self.patch_embed = SpikingPatchSplitting(in_chans, dim, patch_size, neuron)
         self.blocks = nn.ModuleList(
             SpikformerBlock(dim, heads, mlp_ratio, neuron, attention) for _ in range(depth)
         )
@@ -55,8 +66,12 @@ class Spikformer(nn.Module):
         self.apply(init_linear_trunc_normal)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        H, W = x.shape[-2] // self.patch_embed.patch_size, x.shape[-1] // self.patch_embed.patch_size
-        x = self.patch_embed(x)
+        if self.modality == "sequence":
+            x = self.patch_embed(x)
+            H, W = 1, x.shape[2]
+        else:
+            H, W = x.shape[-2] // self.patch_embed.patch_size, x.shape[-1] // self.patch_embed.patch_size
+            x = self.patch_embed(x)
         for block in self.blocks:
             x = block(x, (H, W))
         return x  # [T, B, N, D]

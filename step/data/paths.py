@@ -1,0 +1,61 @@
+"""Where datasets live under the data root, and the one message a missing dataset gives.
+
+The data root is ``paths.data_root`` (environment variable ``STEP_DATA``); the runner passes it to
+every builder as ``root=``. Builders never fall back to a path of their own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+from step.errors import ConfigError, DatasetMissingError
+
+
+def data_root(root: str | os.PathLike | None, dataset: str) -> Path:
+    """``root`` as a path (``~`` expanded); a dataset that reads files cannot run without one."""
+    if root is None or str(root) == "":
+        raise ConfigError(
+            f"dataset '{dataset}' reads files from the data root, but none is set: set paths.data_root "
+            "(or the environment variable STEP_DATA) to the folder that holds your datasets."
+        )
+    return Path(os.path.expanduser(str(root)))
+
+
+def missing_error(
+    dataset: str,
+    expected: Iterable[str],
+    where: Path,
+    source: str,
+    can_download: bool,
+    alternative: str,
+) -> DatasetMissingError:
+    """The single error a missing dataset raises: what was expected where, how to get it, what to use instead."""
+    files = ", ".join(expected)
+    how = f"Get it from {source} and place it there"
+    if can_download:
+        how += f", or run again with dataset.download=true to fetch it from {source} (needs a connection)"
+    return DatasetMissingError(
+        f"Dataset '{dataset}' not found: expected {files} under {where} (the data root is paths.data_root, "
+        f"env STEP_DATA). {how}. To run without it, use the embedded dataset '{alternative}' "
+        f"(dataset={alternative}), which needs no download."
+    )
+
+
+def params_key(params: dict[str, Any], n: int = 12) -> str:
+    """A short stable hash of keyword values, used to name caches so that other settings never reuse them."""
+    text = json.dumps(params, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:n]
+
+
+def atomic_save_npz(path: Path, **arrays: Any) -> None:
+    """Write an ``.npz`` through a temporary name so concurrent readers never see half a file."""
+    import numpy as np
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, path)
