@@ -10,5 +10,6 @@ __version__ = "0.1.0"
 from step import registry  # noqa: E402
 from step import surrogates, neurons, encoders, layers, data  # noqa: E402,F401
 from step import attention, models, tasks  # noqa: E402,F401
+from step import energy  # noqa: E402,F401
 
 __all__ = ["registry", "__version__"]

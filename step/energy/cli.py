@@ -1,0 +1,147 @@
+"""``step-energy``: print a run's per-layer energy table and plot its per-layer firing rates.
+
+    step-energy results/<run>/record.json
+    step-energy path/to/checkpoint.pt --model spikformer --model-arg img_size=16 --T 4
+
+A record is read as written by the runner (its ``energy`` block). A checkpoint (a state dict, or
+a dict holding one under ``model`` / ``state_dict``) is loaded into ``--model`` and measured on the
+test split of ``--dataset`` (direct encoding, ``--T`` steps); its record block is written to
+``energy.json`` beside it. Either way a bar chart ``<name>_firing_rates.png`` lands beside the
+input file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from step.errors import StepError
+
+
+def _energy_block(record: dict[str, Any], path: Path) -> dict[str, Any]:
+    block = record.get("energy", record)
+    if not isinstance(block, dict) or "per_layer" not in block:
+        raise StepError(f"{path} holds no energy block with a per-layer table; was the run made with energy.enabled=true?")
+    return block
+
+
+def _parse_kw(items: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise StepError(f"--model-arg expects key=value, got '{item}'.")
+        key, value = item.split("=", 1)
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value
+    return out
+
+
+def measure_checkpoint(path: Path, model_name: str, T: int, dataset: str, model_args: dict[str, Any],
+                       max_samples: int, batch_size: int = 64) -> dict[str, Any]:
+    """Load ``path`` into ``model_name``, count on the dataset's test split, return the record block."""
+    import torch
+    from torch.utils.data import DataLoader, Subset
+
+    import step  # noqa: F401  (registers everything)
+    from step.energy.meter import EnergyMeter
+    from step.registry import DATASETS, ENCODERS, MODELS
+
+    data = DATASETS.build(dataset)
+    kwargs = {"num_classes": data.num_classes, "in_chans": data.in_chans, **model_args}
+    if isinstance(data.img_size, int):
+        kwargs.setdefault("img_size", data.img_size)
+    model = MODELS.build(model_name, **kwargs)
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if isinstance(state, dict):
+        state = state.get("model", state.get("state_dict", state))
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError) as err:
+        raise StepError(f"Checkpoint {path} does not fit model '{model_name}' ({kwargs}): {err}") from None
+    model.eval()
+    test = data.test if len(data.test) <= max_samples else Subset(data.test, range(max_samples))
+    encoder = ENCODERS.build("direct", T=T)
+    meter = EnergyMeter(model, T=T)
+    with meter, torch.inference_mode():
+        for x, _ in DataLoader(test, batch_size=batch_size):
+            model(x if data.modality == "event" else encoder(x))
+    return meter.report().to_record()
+
+
+def plot_firing_rates(rows: list[dict[str, Any]], out: Path, title: str = "") -> Path:
+    """Bar chart of each neuron layer's firing rate (or each layer's input rate if no neurons)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    neurons = [r for r in rows if r.get("kind") == "neuron"]
+    if neurons:
+        names, rates, label = [r["name"] for r in neurons], [r.get("output_rate") or 0.0 for r in neurons], "firing rate"
+    else:
+        syn = [r for r in rows if r.get("input_rate") is not None]
+        names, rates, label = [r["name"] for r in syn], [r["input_rate"] for r in syn], "input rate"
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.3 * len(names) + 2), 4.5))
+    ax.bar(range(len(names)), rates, color="tab:blue")
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, rotation=90, fontsize=7)
+    ax.set_ylabel(label)
+    ax.set_title(title or f"per-layer {label}")
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def _print_summary(block: dict[str, Any]) -> None:
+    from step.energy.report import format_layer_table
+
+    print(format_layer_table(block["per_layer"]))
+    totals = block.get("totals", {})
+    print()
+    for key in ("T", "n_samples", "macs", "sops", "nonspike_macs", "neuron_updates", "mean_firing_rate"):
+        if key in totals:
+            print(f"{key:>18}: {totals[key]:.6g}")
+    for model, e in block.get("energy", {}).items():
+        print(f"{model:>18}: SNN {e['snn_mj']:.6g} mJ | ANN twin {e['ann_mj']:.6g} mJ | INT8 twin {e['int8_mj']:.6g} mJ")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="step-energy", description=__doc__.split("\n\n")[0])
+    parser.add_argument("path", help="a record.json (or energy.json) or a model checkpoint")
+    parser.add_argument("--model", help="registry name of the model (needed for a checkpoint)")
+    parser.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
+                        help="a model keyword (repeatable), e.g. --model-arg depth=2")
+    parser.add_argument("--T", type=int, default=4, help="timesteps for a checkpoint (default 4)")
+    parser.add_argument("--dataset", default="digits", help="dataset whose test split is measured (checkpoint)")
+    parser.add_argument("--max-samples", type=int, default=512, help="test samples measured (checkpoint)")
+    args = parser.parse_args(argv)
+    path = Path(args.path)
+    try:
+        if not path.is_file():
+            raise StepError(f"No such file: {path}. Give a record.json or a checkpoint path.")
+        if path.suffix == ".json":
+            block = _energy_block(json.loads(path.read_text()), path)
+        else:
+            if not args.model:
+                raise StepError("A checkpoint needs --model <registry name> (see step-list).")
+            block = measure_checkpoint(path, args.model, args.T, args.dataset, _parse_kw(args.model_arg),
+                                       args.max_samples)
+            (path.parent / "energy.json").write_text(json.dumps({"energy": block}, indent=2))
+        _print_summary(block)
+        png = plot_firing_rates(block["per_layer"], path.parent / f"{path.stem}_firing_rates.png", title=path.parent.name)
+        print(f"\nfiring-rate chart: {png}")
+    except StepError as err:
+        print(f"step-energy: {err}", file=sys.stderr)
+        return err.exit_code
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,169 @@
+"""Forward hooks that count operations and firing rates on whatever data the model sees.
+
+Usage (the runner's evaluation loop)::
+
+    meter = EnergyMeter(model, T=cfg.T)
+    with meter:                      # hooks live only inside the block
+        for x, y in test_loader:     # x: [T, B, ...], already encoded
+            model(x)
+    report = meter.report()
+
+Every hook reduces its tensors with a few cheap reductions (non-zero count, sum, min/max, a
+fractional-part test and a popcount of per-position spike counts) that stay on the tensor's
+device; nothing is synchronised until :meth:`EnergyMeter.report`. Binariness is decided from the
+accumulated reductions: values lie in {0, 1} iff min >= 0, max <= 1 and sum == non-zero count.
+
+Time handling: layers see time-major ``[T, B, ...]`` inputs or time folded into the batch
+(``[T*B, ...]``, :class:`step.layers.SeqModule`; ``[T*B*N, C]``, :class:`step.layers.LinearBN`).
+A call whose leading dimensions hold T x B samples runs once per timestep (``steps = T``); any other
+call (a head on the time-averaged features) runs once per inference.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from step.energy.counters import (
+    LayerAccumulator,
+    MatMulAccumulator,
+    NeuronAccumulator,
+    ElementAccumulator,
+    classify,
+)
+from step.energy.ops import OpTable
+from step.errors import StepError
+
+
+class EnergyMeter:
+    """Counts ops and firing rates of ``model`` while used as a context manager.
+
+    ``T`` is the run's number of timesteps; ``time_major=False`` is for plain ANNs whose input is
+    ``[B, ...]`` (then T must be 1). ``encoder_per_step`` selects which encoder convention the
+    report's headline numbers use; both figures are always kept.
+    """
+
+    def __init__(self, model: nn.Module, T: int, encoder_per_step: bool = False, time_major: bool = True):
+        if int(T) < 1:
+            raise StepError(f"EnergyMeter needs T >= 1 timesteps, got T={T}.")
+        if not time_major and int(T) != 1:
+            raise StepError("EnergyMeter(time_major=False) is for [B, ...] inputs and needs T=1.")
+        self.model = model
+        self.T = int(T)
+        self.encoder_per_step = bool(encoder_per_step)
+        self.time_major = bool(time_major)
+        self._handles: list[Any] = []
+        self._accumulators: dict[nn.Module, Any] = {}
+        self._batch: int | None = None
+        self.n_samples = 0
+        self._calls = 0
+        for name, module in _countable_modules(model):
+            kind = classify(module)
+            acc_type = {
+                "conv": LayerAccumulator,
+                "linear": LayerAccumulator,
+                "matmul": MatMulAccumulator,
+                "neuron": NeuronAccumulator,
+                "norm": ElementAccumulator,
+                "pool": ElementAccumulator,
+            }[kind]
+            self._accumulators[module] = acc_type(name or type(module).__name__, module, kind)
+
+    # -- hooks ------------------------------------------------------------------------------
+    def __enter__(self) -> "EnergyMeter":
+        if self._handles:
+            raise StepError("EnergyMeter is already active; leave the previous 'with' block first.")
+        self._handles.append(self.model.register_forward_pre_hook(self._count_batch, with_kwargs=True))
+        for module in self._accumulators:
+            self._handles.append(module.register_forward_hook(self._hook))
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def _count_batch(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        x = next((a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)), None)
+        if x is None or x.dim() < (2 if self.time_major else 1):
+            raise StepError("EnergyMeter: the model's first argument must be a tensor [T, B, ...].")
+        if self.time_major and x.shape[0] != self.T:
+            raise StepError(
+                f"EnergyMeter: the input's first dimension is {x.shape[0]} but T={self.T}; "
+                "feed time-major [T, B, ...] inputs (encode first) or pass the run's T."
+            )
+        self._batch = int(x.shape[1] if self.time_major else x.shape[0])
+        self.n_samples += self._batch
+
+    def _steps(self, x: torch.Tensor) -> int:
+        """T if this call processes every timestep (time-major or time folded into rows), else 1."""
+        T, B = self.T, self._batch
+        if T == 1 or not B:
+            return 1
+        if x.dim() >= 2 and x.shape[0] == T and x.shape[1] == B:
+            return T
+        if x.dim() >= 1 and x.shape[0] % (T * B) == 0:
+            return T
+        return 1
+
+    def _hook(self, module: nn.Module, inputs: tuple, output: Any) -> None:
+        if self._batch is None:
+            return  # called outside a forward of the metered model
+        acc = self._accumulators[module]
+        tensors = [t for t in inputs if isinstance(t, torch.Tensor)]
+        if not tensors or not isinstance(output, torch.Tensor):
+            return
+        if acc.order is None:
+            acc.order = self._calls
+            self._calls += 1
+        with torch.no_grad():
+            acc.update(tensors, output.detach(), self._steps(tensors[0]), self._batch)
+
+    # -- results ----------------------------------------------------------------------------
+    def reset(self) -> None:
+        for acc in self._accumulators.values():
+            acc.clear()
+        self.n_samples = 0
+        self._calls = 0
+
+    def table(self) -> OpTable:
+        """The op table per inference (synchronises the device once)."""
+        if self.n_samples == 0:
+            raise StepError("EnergyMeter saw no forward pass; run the model inside 'with meter:' first.")
+        rows = [acc.finish(self.n_samples, self.T) for acc in self._accumulators.values() if acc.order is not None]
+        rows.sort(key=lambda r: r.order)
+        first = next((r for r in rows if r.kind in ("conv", "linear", "matmul")), None)
+        if first is not None and not (first.binary or first.integer):
+            first.encoder = True  # the first synaptic layer fed a real-valued input encodes it
+            first.nonspike_macs_once = first.macs
+            first.nonspike_macs_per_step = first.macs * self.T
+        for row in rows:
+            row.nonspike_macs = row.nonspike_macs_per_step if self.encoder_per_step else row.nonspike_macs_once
+        return OpTable(T=self.T, n_samples=self.n_samples, layers=rows, encoder_per_step=self.encoder_per_step)
+
+    def report(self):
+        from step.energy.report import EnergyReport
+
+        return EnergyReport(self.table())
+
+
+def _is_neuron(module: nn.Module) -> bool:
+    from step.neurons.base import SpikingNeuron
+
+    return isinstance(module, SpikingNeuron) or bool(getattr(module, "is_spiking_neuron", False))
+
+
+def _countable_modules(model: nn.Module):
+    """(name, module) of every module the meter counts; the insides of neurons are skipped."""
+    skip: list[str] = []
+    for name, module in model.named_modules():
+        if any(name.startswith(prefix + ".") for prefix in skip):
+            continue
+        if _is_neuron(module):
+            skip.append(name)
+        if classify(module) is not None:
+            yield name, module
+
+

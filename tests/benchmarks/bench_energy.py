@@ -1,0 +1,67 @@
+"""Overhead of energy counting: evaluation with the EnergyMeter vs without (goal: <= 1.2x).
+
+    WANDB_MODE=disabled .venv/bin/python tests/benchmarks/bench_energy.py [--device cuda] [--rounds 7]
+
+Runs the same evaluation passes alternately with and without the hooks and prints the median
+wall time of each and their ratio. Not a test: timings depend on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+import step  # noqa: F401
+from step.energy import EnergyMeter
+from step.registry import MODELS
+
+
+def _evaluate(model, batches, device) -> None:
+    with torch.inference_mode():
+        for x in batches:
+            model(x)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--batches", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--T", type=int, default=4)
+    parser.add_argument("--img-size", type=int, default=32)
+    parser.add_argument("--depth", type=int, default=2)
+    parser.add_argument("--dim", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = MODELS.build("spikformer", num_classes=10, img_size=args.img_size, in_chans=3,
+                         depth=args.depth, dim=args.dim, heads=8).to(args.device).eval()
+    shape = (args.T, args.batch_size, 3, args.img_size, args.img_size)
+    batches = [torch.rand(shape, device=args.device) for _ in range(args.batches)]
+    _evaluate(model, batches[:1], args.device)  # warm-up
+    plain, counted = [], []
+    for _ in range(args.rounds):
+        t0 = time.perf_counter()
+        _evaluate(model, batches, args.device)
+        plain.append(time.perf_counter() - t0)
+        meter = EnergyMeter(model, T=args.T)
+        t0 = time.perf_counter()
+        with meter:
+            _evaluate(model, batches, args.device)
+        meter.report()  # includes the one synchronisation of the counters
+        counted.append(time.perf_counter() - t0)
+    p, c = statistics.median(plain), statistics.median(counted)
+    print(f"device {args.device}: without counting {p:.4f} s, with counting {c:.4f} s, ratio {c / p:.3f}x "
+          f"(median of {args.rounds}; goal <= 1.2x)")
+
+
+if __name__ == "__main__":
+    main()

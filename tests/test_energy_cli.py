@@ -1,0 +1,80 @@
+"""``step-energy`` on a tiny record and a tiny checkpoint."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from torch import nn
+
+import step  # noqa: F401
+from step.energy import EnergyMeter
+from step.energy.cli import main
+from step.registry import MODELS, NEURONS
+
+
+def _tiny_record(tmp_path):
+    net = nn.Sequential(nn.Linear(4, 3), NEURONS.build("if", T=2), nn.Linear(3, 2))
+    meter = EnergyMeter(net, T=2)
+    with meter, torch.inference_mode():
+        net(torch.rand(2, 5, 4) * 3)
+    path = tmp_path / "run" / "record.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps({"name": "tiny", "energy": meter.report().to_record()}))
+    return path
+
+
+def test_cli_reads_a_record_prints_the_table_and_plots(tmp_path, capsys):
+    path = _tiny_record(tmp_path)
+    assert main([str(path)]) == 0
+    out = capsys.readouterr().out
+    for name in ("0", "1", "2"):  # the Sequential's layer names
+        assert f"\n{name} " in out
+    assert "simple45" in out and "ANN twin" in out
+    png = path.parent / "record_firing_rates.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_measures_a_checkpoint(tmp_path, capsys):
+    kw = dict(depth=1, dim=32, heads=2)
+    model = MODELS.build("spikformer", num_classes=10, img_size=16, in_chans=1, **kw)
+    ckpt = tmp_path / "last.pt"
+    torch.save({"model": model.state_dict()}, ckpt)
+    args = [str(ckpt), "--model", "spikformer", "--T", "2", "--max-samples", "8"]
+    args += [f"--model-arg={k}={v}" for k, v in kw.items()]
+    assert main(args) == 0
+    block = json.loads((tmp_path / "energy.json").read_text())["energy"]
+    assert block["totals"]["n_samples"] == 8 and block["totals"]["T"] == 2
+    assert (tmp_path / "last_firing_rates.png").is_file()
+    assert "blocks.0.attn.qk" in capsys.readouterr().out
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    ckpt = tmp_path / "x.pt"
+    torch.save({}, ckpt)
+    assert main([str(ckpt)]) == 2
+    assert "--model" in capsys.readouterr().err
+    assert main([str(tmp_path / "missing.json")]) == 2
+    bad = tmp_path / "r.json"
+    bad.write_text(json.dumps({"name": "no energy"}))
+    assert main([str(bad)]) == 2
+    assert "energy.enabled" in capsys.readouterr().err
+
+
+def test_energy_configs_share_one_key_set_and_build():
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    from step.energy.report import split_energy_cfg
+    from step.registry import ENERGY_MODELS
+
+    files = sorted(Path(__file__).resolve().parents[1].glob("conf/energy/*.yaml"))
+    cfgs = {f.stem: OmegaConf.to_container(OmegaConf.load(f)) for f in files}
+    assert {"simple45", "memory", "lemaire"} <= set(cfgs)
+    keys = {frozenset(c) for c in cfgs.values()}
+    assert len(keys) == 1
+    for stem, cfg in cfgs.items():
+        assert cfg["name"] == stem and cfg["enabled"] is True and cfg["encoder_per_step"] is False
+        name, _, constants = split_energy_cfg(cfg)
+        ENERGY_MODELS.check_kwargs(name, constants)
