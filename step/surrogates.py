@@ -2,7 +2,10 @@
 
 Each surrogate is an ``nn.Module`` holding its ``alpha`` (so a model walk can read it back) and
 calling one shared autograd function. ``x`` is ``v - v_threshold``; the spike is ``x >= 0``
-(SpikingJelly's convention).
+(SpikingJelly's convention). Backward returns ``grad_output * derivative(x)``; each
+:meth:`Surrogate.derivative` is written in SpikingJelly 2.0's order of operations (its fused CPU
+kernels, ``spikingjelly/_ops/surrogate.py``) where SpikingJelly has the same function, so neuron
+gradients can agree with it bit for bit.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ class _HeavisideWithSurrogate(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):  # type: ignore[override]
         (x,) = ctx.saved_tensors
-        return ctx.surrogate.backward_grad(grad_output, x), None
+        return grad_output * ctx.surrogate.derivative(x), None
 
 
 class Surrogate(nn.Module):
@@ -37,15 +40,12 @@ class Surrogate(nn.Module):
     def __init__(self, alpha: float | None = None):
         super().__init__()
         self.alpha = float(self.default_alpha if alpha is None else alpha)
-        if self.alpha <= 0:
+        if not self.alpha > 0:
             raise ValueError(f"{type(self).__name__}: alpha must be > 0, got {self.alpha}")
 
     def derivative(self, x: torch.Tensor) -> torch.Tensor:
         """d spike / d x evaluated at ``x``."""
         raise NotImplementedError
-
-    def backward_grad(self, grad_output: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return grad_output * self.derivative(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return _HeavisideWithSurrogate.apply(x, self)
@@ -54,21 +54,18 @@ class Surrogate(nn.Module):
         return f"alpha={self.alpha}"
 
 
-@SURROGATES.register("atan", paper="Fang et al. 2021 (PLIF)")
+@SURROGATES.register("atan", paper="Fang et al., ICCV 2021 (PLIF)")
 class ATan(Surrogate):
-    """g'(x) = alpha / (2 (1 + (pi/2 alpha x)^2))."""
+    """g'(x) = (alpha/2) / (1 + (pi/2 * alpha * x)^2); primitive atan(pi/2 alpha x)/pi + 1/2."""
 
     default_alpha = 2.0
 
     def derivative(self, x: torch.Tensor) -> torch.Tensor:
-        return self.alpha / 2 / (1 + (math.pi / 2 * self.alpha * x).pow(2))
-
-    def backward_grad(self, grad_output: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        # SpikingJelly's operation order, so gradients agree bit for bit.
-        return self.alpha / 2 / (1 + (math.pi / 2 * self.alpha * x).pow_(2)) * grad_output
+        z = x * (math.pi / 2 * self.alpha)
+        return (self.alpha / 2) / (1 + z * z)
 
 
-@SURROGATES.register("sigmoid", paper="Zenke & Ganguli 2018")
+@SURROGATES.register("sigmoid", paper="Zenke & Ganguli 2018; SpikingJelly's default")
 class Sigmoid(Surrogate):
     """g'(x) = alpha * sigmoid(alpha x) * (1 - sigmoid(alpha x))."""
 
@@ -76,11 +73,71 @@ class Sigmoid(Surrogate):
 
     def derivative(self, x: torch.Tensor) -> torch.Tensor:
         s = torch.sigmoid(self.alpha * x)
-        return self.alpha * s * (1 - s)
+        return (1 - s) * s * self.alpha
 
-    def backward_grad(self, grad_output: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        sgax = (x * self.alpha).sigmoid_()
-        return grad_output * (1.0 - sgax) * sgax * self.alpha
+
+@SURROGATES.register("rectangle", paper="Wu et al., Front. Neurosci. 2018 (STBP), rectangular curve")
+class Rectangle(Surrogate):
+    """g'(x) = 1/alpha where |x| < alpha/2, else 0 (a box of width alpha and unit area)."""
+
+    default_alpha = 1.0
+
+    def derivative(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.abs() < self.alpha / 2).to(x.dtype) / self.alpha
+
+
+@SURROGATES.register("triangle", paper="Esser et al., PNAS 2016; Bellec et al., NeurIPS 2018")
+class Triangle(Surrogate):
+    """g'(x) = max(0, 1 - |x|/alpha) / alpha: a triangle of half-width alpha and unit area."""
+
+    default_alpha = 1.0
+
+    def derivative(self, x: torch.Tensor) -> torch.Tensor:
+        return (1 - x.abs() / self.alpha).clamp_min(0) / self.alpha
+
+
+@SURROGATES.register("erf", paper="Gaussian-CDF surrogate (SpikingJelly Erf)")
+class Erf(Surrogate):
+    """g'(x) = alpha/sqrt(pi) * exp(-(alpha x)^2); primitive erfc(-alpha x)/2."""
+
+    default_alpha = 2.0
+
+    def derivative(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.alpha * x
+        return (self.alpha / math.sqrt(math.pi)) * torch.exp(-z * z)
+
+
+@SURROGATES.register("piecewise_quadratic", paper="Esser et al. 2016; SpikingJelly PiecewiseQuadratic")
+class PiecewiseQuadratic(Surrogate):
+    """g'(x) = max(0, alpha - alpha^2 |x|): the derivative of the piecewise-quadratic primitive
+    (0 below -1/alpha, 1 above 1/alpha). Same shape as ``triangle`` parameterised by sharpness
+    instead of half-width (piecewise_quadratic(alpha) == triangle(1/alpha))."""
+
+    default_alpha = 1.0
+
+    def derivative(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.alpha - self.alpha * self.alpha * x.abs()).clamp_min(0)
+
+
+@SURROGATES.register("superspike", paper="Zenke & Ganguli, Neural Computation 2018 (SuperSpike)")
+class SuperSpike(Surrogate):
+    """Fast-sigmoid derivative: g'(x) = 1 / (1 + alpha |x|)^2 (peak 1 at threshold)."""
+
+    default_alpha = 10.0
+
+    def derivative(self, x: torch.Tensor) -> torch.Tensor:
+        z = 1 + self.alpha * x.abs()
+        return 1 / (z * z)
+
+
+@SURROGATES.register("straight_through", paper="Bengio et al. 2013; Courbariaux et al. 2016 (clipped STE)")
+class StraightThrough(Surrogate):
+    """g'(x) = 1 where |x| <= alpha, else 0: the gradient passes unchanged near the threshold."""
+
+    default_alpha = 1.0
+
+    def derivative(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.abs() <= self.alpha).to(x.dtype)
 
 
 def build_surrogate(surrogate: str | Surrogate, alpha: float | None = None) -> Surrogate:

@@ -28,6 +28,7 @@ class SpikingNeuron(nn.Module):
 
     #: spike values this neuron can emit are integers 0..max_spike (1 for binary neurons)
     max_spike: int = 1
+    backend = "native"
 
     def __init__(
         self,
@@ -51,7 +52,8 @@ class SpikingNeuron(nn.Module):
         self.surrogate = build_surrogate(surrogate, alpha)
         self.learnable_threshold = bool(learnable_threshold)
         self.T = None if T is None else int(T)
-        threshold = torch.tensor(float(v_threshold))
+        self._v_threshold = float(v_threshold)
+        threshold = torch.tensor(self._v_threshold)
         if self.learnable_threshold:
             self.threshold = nn.Parameter(threshold)
         else:
@@ -59,7 +61,8 @@ class SpikingNeuron(nn.Module):
 
     @property
     def v_threshold(self) -> float:
-        return float(self.threshold.detach())
+        """The threshold as configured (its current value once it is learnable)."""
+        return float(self.threshold.detach()) if self.learnable_threshold else self._v_threshold
 
     @property
     def alpha(self) -> float:
@@ -78,9 +81,10 @@ class SpikingNeuron(nn.Module):
         s = spike.detach() if self.detach_reset else spike
         if self.v_reset is None:
             return h - s * self.threshold
-        return h * (1.0 - s) + self.v_reset * s
+        return s * self.v_reset + (1.0 - s) * h  # SpikingJelly's order (bit-identical gradients)
 
-    def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+    def run(self, x_seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Spikes ``[T, B, ...]`` and the final membrane ``V[T-1]`` (the generic autograd loop)."""
         v = self.initial_membrane(x_seq[0])
         spikes = []
         for t in range(x_seq.shape[0]):
@@ -88,7 +92,14 @@ class SpikingNeuron(nn.Module):
             s = self.fire(h)
             v = self.reset(h, s)
             spikes.append(s)
-        return torch.stack(spikes)
+        return torch.stack(spikes), v
+
+    def check_T(self, x_seq: torch.Tensor) -> None:
+        if self.T is not None and x_seq.shape[0] != self.T:
+            raise ValueError(f"{type(self).__name__} was built for T={self.T} but got {x_seq.shape[0]} time steps")
+
+    def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        return self.run(x_seq)[0]
 
     def extra_repr(self) -> str:
         return (
@@ -96,3 +107,21 @@ class SpikingNeuron(nn.Module):
             f"decay_input={self.decay_input}, detach_reset={self.detach_reset}, "
             f"learnable_threshold={self.learnable_threshold}, T={self.T}"
         )
+
+
+def neuron_signature(**extra: object):
+    """Class decorator: advertise the base keywords plus ``extra`` (name=default) as the
+    signature of a subclass whose ``__init__`` takes ``**kwargs``, so that the registry still
+    rejects unknown keywords by name."""
+    import inspect
+
+    def decorate(cls):
+        base = inspect.signature(SpikingNeuron.__init__)
+        params = list(base.parameters.values())
+        for name, default in extra.items():
+            params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default))
+        init = cls.__init__
+        init.__signature__ = base.replace(parameters=params)
+        return cls
+
+    return decorate

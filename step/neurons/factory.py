@@ -6,7 +6,7 @@ from typing import Any, Iterator
 
 from torch import nn
 
-from step.registry import BACKENDS, NEURONS
+from step.registry import BACKENDS
 
 
 class NeuronFactory:
@@ -22,17 +22,19 @@ class NeuronFactory:
         self.backend = backend
         self.T = T
         self.params = dict(params)
-        # Fail now, not deep inside a model constructor, if name or keywords are wrong.
-        if backend == "native":
-            NEURONS.check_kwargs(name, {**self.params, "T": T})
-        else:
-            BACKENDS.get(backend)  # raises for an unknown backend
+        # Fail now, not deep inside a model constructor, if the backend, name or keywords are wrong.
+        self._backend = BACKENDS.build(backend)  # raises for an unknown backend, listing the valid ones
+        self._backend.check(name, {**self.params, "T": T})
 
     def __call__(self, **overrides: Any) -> nn.Module:
-        kwargs = {**self.params, **overrides, "T": self.T}
-        if self.backend == "native":
-            return NEURONS.build(self.name, **kwargs)
-        return BACKENDS.build(self.backend).build_neuron(self.name, **kwargs)
+        """A new neuron; ``overrides`` replace single configured values on purpose."""
+        return self._backend.build_neuron(self.name, **{**self.params, **overrides, "T": self.T})
+
+    def expected(self, **overrides: Any) -> dict[str, Any]:
+        """What every neuron from this factory must hold (see :func:`step.neurons.check_nodes`)."""
+        from step.neurons.inspect import expected_from_factory
+
+        return expected_from_factory(self, **overrides)
 
     def __repr__(self) -> str:
         return f"NeuronFactory({self.name!r}, backend={self.backend!r}, T={self.T}, {self.params})"
