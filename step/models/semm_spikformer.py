@@ -1,0 +1,86 @@
+"""Spikformer with the Spiking Experts Mixture Mechanism (SEMM, Zhou et al., NeurIPS 2024).
+
+What SEMM changes against Spikformer: the attention becomes EMSA (``semm``: head-wise spiking
+experts gated by a spiking router) and the MLP becomes EMSP (channel-wise experts: a depth-wise
+3x3 conv of half the hidden spikes gates the other half; hidden width ``mlp_ratio * dim``, halves
+of ``mlp_ratio * dim / 2``). SPS embedding, spike-add shortcuts and head are Spikformer's.
+
+The EMSP is part of this model. The attention comes from the run's
+:class:`~step.attention.AttentionFactory` (any attention fits); built without one the model uses
+``semm`` with expert_dim 96 and 4 experts, STEP's configuration (7,739,242 parameters at 4-384 and
+10 classes). From the CLI, select ``attention=semm`` with the model (``conf/train.yaml`` defaults to
+``ssa``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from step.attention.factory import AttentionFactory
+from step.attention.semm import ExpertsMixtureMLP
+from step.layers.patch_embed import SpikingPatchSplitting
+from step.models.common import init_linear_trunc_normal, resolve_components
+from step.neurons.factory import NeuronFactory
+from step.registry import MODELS
+
+PAPER = "SEMM (Zhou et al., NeurIPS 2024); STEP's Spikformer+SEMM re-implementation"
+
+
+class SemmBlock(nn.Module):
+    """x <- x + Attn(x); x <- x + EMSP(x)."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, neuron, attention: AttentionFactory):
+        super().__init__()
+        self.attn = attention(dim=dim, heads=heads, neuron=neuron)
+        self.mlp = ExpertsMixtureMLP(dim, int(dim * mlp_ratio), neuron)
+
+    def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        x = x + self.attn(x, hw)
+        return x + self.mlp(x, hw)
+
+
+class SemmSpikformer(nn.Module):
+    """Input ``[T, B, C, H, W]`` -> logits ``[B, num_classes]``; ``forward_features`` gives tokens ``[T, B, N, D]``."""
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        img_size: int = 32,
+        in_chans: int = 3,
+        depth: int = 4,
+        dim: int = 384,
+        heads: int = 12,
+        mlp_ratio: float = 4.0,
+        patch_size: int = 4,
+        neuron: NeuronFactory | None = None,
+        attention: AttentionFactory | None = None,
+    ):
+        super().__init__()
+        if attention is None:
+            attention = AttentionFactory("semm", expert_dim=96, num_expert=4)
+        neuron, attention = resolve_components(neuron, attention)
+        if img_size % patch_size:
+            raise ValueError(f"semm-spikformer: img_size {img_size} is not divisible by patch_size {patch_size}")
+        self.num_classes = num_classes
+        self.patch_embed = SpikingPatchSplitting(in_chans, dim, patch_size, neuron)
+        self.blocks = nn.ModuleList(SemmBlock(dim, heads, mlp_ratio, neuron, attention) for _ in range(depth))
+        self.head = nn.Linear(dim, num_classes)
+        self.apply(init_linear_trunc_normal)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        hw = (x.shape[-2] // self.patch_embed.patch_size, x.shape[-1] // self.patch_embed.patch_size)
+        x = self.patch_embed(x)
+        for block in self.blocks:
+            x = block(x, hw)
+        return x  # [T, B, N, D]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.forward_features(x).mean(2).mean(0))
+
+
+MODELS.add("semm-spikformer", SemmSpikformer, paper=PAPER,
+           description="Spikformer + SEMM (EMSA attention, EMSP MLP) of any depth and width")
+MODELS.add("semm-spikformer-4-384", SemmSpikformer, paper=PAPER,
+           description="Spikformer-4-384 + SEMM (CIFAR: 12 heads, patch 4, expert_dim 96, 4 experts)",
+           depth=4, dim=384, heads=12, patch_size=4, img_size=32)

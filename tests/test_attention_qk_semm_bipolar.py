@@ -1,0 +1,123 @@
+"""Q-K token/channel, bipolar, SEMM and softmax attention against hand-computed outputs.
+
+Every Linear+BN pair is set by hand (BN in eval with unit statistics and eps 0, so it is the
+identity); neurons are IF at T=1 with threshold 1, so a node fires exactly where its input >= 1.
+"""
+
+import math
+
+import pytest
+import torch
+
+from step.attention.bipolar import shiftmax
+from step.layers.linear_bn import LinearBN
+from step.neurons import NeuronFactory
+from step.registry import ATTENTIONS
+
+IF1 = NeuronFactory("if", T=1, surrogate="atan", alpha=2.0, v_threshold=1.0, v_reset=0.0)
+RELU = NeuronFactory("relu", T=1)
+
+
+def set_linear(layer: LinearBN, weight) -> None:
+    with torch.no_grad():
+        layer.linear.weight.copy_(torch.tensor(weight, dtype=torch.float32))
+        if layer.linear.bias is not None:
+            layer.linear.bias.zero_()
+    layer.bn.eps = 0.0
+    layer.bn.eval()
+
+
+def tokens(rows) -> torch.Tensor:
+    return torch.tensor(rows, dtype=torch.float32)[None, None]  # [T=1, B=1, N, C]
+
+
+def test_qk_token_masks_tokens_of_k_per_head():
+    attn = ATTENTIONS.build("qk_token", dim=4, heads=2, neuron=IF1, mask_threshold=1.5).eval()
+    eye = torch.eye(4).tolist()
+    for layer in (attn.q, attn.k):
+        set_linear(layer, eye)
+    set_linear(attn.proj, (2 * torch.eye(4)).tolist())  # output spikes = the masked K
+    x = tokens([[2, 2, 0, 2], [0, 2, 2, 0]])  # Q = K = [[1,1,0,1],[0,1,1,0]]
+    # head sums of Q: token 0 -> (2, 1), token 1 -> (1, 1); threshold 1.5 keeps only (token 0, head 0)
+    assert torch.equal(attn(x, (1, 2)), tokens([[1, 1, 0, 0], [0, 0, 0, 0]]))
+    attn.mask_lif = IF1(v_threshold=0.5)  # the released threshold: every head with a spike passes
+    assert torch.equal(attn(x, (1, 2)), tokens([[1, 1, 0, 1], [0, 1, 1, 0]]))
+
+
+def test_qk_channel_masks_channels_of_k():
+    attn = ATTENTIONS.build("qk_channel", dim=3, heads=1, neuron=IF1, mask_threshold=1.5).eval()
+    set_linear(attn.q, torch.eye(3).tolist())
+    set_linear(attn.k, [[0, 1, 0], [1, 0, 0], [0, 0, 1]])  # K swaps channels 0 and 1
+    set_linear(attn.proj, (2 * torch.eye(3)).tolist())
+    x = tokens([[2, 0, 2], [2, 2, 0]])  # Q = [[1,0,1],[1,1,0]], K = [[0,1,1],[1,1,0]]
+    # token sums of Q = (2, 1, 1) -> channel mask (1, 0, 0)
+    assert torch.equal(attn(x, (1, 2)), tokens([[0, 0, 0], [1, 0, 0]]))
+
+
+def test_shiftmax_is_a_power_of_two_softmax():
+    ln2 = math.log(2.0)  # z * log2(e) = integers: the exponents are exact
+    a = shiftmax(torch.tensor([[1.0, 1.0, 1.0], [3.0, 0.0, 1.0]]) * ln2)
+    # row 0: 2^0 each, sum 3, 2^round(log2 3) = 4; row 1: exponents (0, -3, -2), sum 1.375 -> 2^0
+    assert torch.equal(a, torch.tensor([[0.25, 0.25, 0.25], [1.0, 0.125, 0.25]]))
+    z = torch.randn(5, 7, generator=torch.Generator().manual_seed(0)) * 3
+    a = shiftmax(z)
+    log2a = torch.log2(a)
+    assert torch.equal(log2a, torch.round(log2a))  # every entry is a power of two
+    rows = a.sum(-1)
+    assert ((rows >= 2 ** -0.5 - 1e-6) & (rows <= 2 ** 0.5 + 1e-6)).all()
+    top = a.gather(-1, z.argmax(-1, keepdim=True))
+    assert torch.equal(top, a.amax(-1, keepdim=True))  # order kept (ties from rounding allowed)
+
+
+def test_bipolar_ternary_scores_and_shiftmax():
+    attn = ATTENTIONS.build("bipolar", dim=2, heads=1, neuron=IF1, scale=math.log(2.0)).eval()
+    set_linear(attn.q, [[1, 0], [0, 1]])
+    set_linear(attn.k, [[1, 0], [0, 1]])
+    set_linear(attn.v, [[1, 0], [0, -1]])
+    set_linear(attn.proj, [[2, 0], [0, 2]])
+    seen = {}
+    attn.qk.register_forward_hook(lambda m, i, o: seen.update(q=i[0], scores=o))
+    attn.av.register_forward_hook(lambda m, i, o: seen.update(a=i[0], y=o))
+    x = tokens([[2, -2], [-2, 0]])
+    out = attn(x, (1, 2))
+    assert torch.equal(seen["q"][0, 0, 0], torch.tensor([[1.0, -1.0], [-1.0, 0.0]]))  # ternary spikes
+    assert torch.equal(seen["scores"][0, 0, 0], torch.tensor([[2.0, -1.0], [-1.0, 1.0]]))  # ternary Q K^T
+    # exponents (0, -3) and (-2, 0); row sums 1.125 and 1.25 round to 2^0
+    assert torch.equal(seen["a"][0, 0, 0], torch.tensor([[1.0, 0.125], [0.25, 1.0]]))
+    # V = [[1, 1], [0, 0]] -> Y = [[1, 1], [0.25, 0.25]] -> attention neuron (0.5) -> [[1, 1], [0, 0]]
+    assert torch.allclose(seen["y"][0, 0, 0], torch.tensor([[1.0, 1.0], [0.25, 0.25]]))
+    assert torch.equal(out, tokens([[1, 1], [0, 0]]))
+
+
+def test_semm_router_gates_expert_attentions():
+    attn = ATTENTIONS.build("semm", dim=2, heads=1, neuron=IF1, expert_dim=2, num_expert=2, scale=2.0).eval()
+    set_linear(attn.k, [[1, 0], [0, 1]])
+    set_linear(attn.v, [[1, 0], [0, 1]])
+    set_linear(attn.router, [[1, 0], [1, 1]])  # R = [[1, 1], [0, 1]]
+    set_linear(attn.expert_q[0], [[1, 0], [0, 1]])  # Q_0 = I
+    set_linear(attn.expert_q[1], [[0, 1], [1, 0]])  # Q_1 = swap
+    set_linear(attn.proj, [[2, 0], [0, 2]])
+    x = tokens([[2, 0], [0, 2]])  # K = V = I
+    # O_0 = SN(2 I) = I, O_1 = SN(2 swap) = swap; Y = R0 O_0 + R1 O_1 = [[1, 1], [1, 0]]
+    assert torch.equal(attn(x, (1, 2)), tokens([[1, 1], [1, 0]]))
+
+
+def test_softmax_attention_is_real_valued_sdpa():
+    attn = ATTENTIONS.build("softmax", dim=2, heads=1, neuron=RELU, scale=1.0).eval()
+    for layer in (attn.q, attn.k, attn.v, attn.proj):
+        set_linear(layer, [[1, 0], [0, 1]])
+    e = math.e
+    out = attn(tokens([[1, 0], [0, 1]]), (1, 2))
+    want = tokens([[e / (e + 1), 1 / (e + 1)], [1 / (e + 1), e / (e + 1)]])
+    assert torch.allclose(out, want, atol=1e-6)
+    assert ATTENTIONS.build("softmax", dim=8, heads=2, neuron=RELU).scale == pytest.approx(0.5)  # d_h^-1/2
+
+
+@pytest.mark.parametrize("name", ["qk_token", "qk_channel", "bipolar", "semm", "softmax"])
+def test_output_shape_and_spikes(name):
+    f = NeuronFactory("lif", T=2, surrogate="atan", alpha=2.0)
+    kwargs = {"expert_dim": 4} if name == "semm" else {}
+    attn = ATTENTIONS.build(name, dim=8, heads=2, neuron=f, **kwargs)
+    out = attn(torch.rand(2, 3, 6, 8) * 3, (2, 3))
+    assert out.shape == (2, 3, 6, 8)
+    assert set(out.unique().tolist()) <= {0.0, 1.0}  # every variant ends in the run's neuron
