@@ -33,3 +33,28 @@ class Classification:
         if num_classes > 5:
             metrics["top5"] = MulticlassAccuracy(num_classes=num_classes, top_k=5, average="micro")
         return MetricCollection(metrics)
+
+    # -- runner hooks shared with the dense tasks (step.tasks.segmentation / detection) ----------
+    collate_fn = None  # the DataLoader's default collation
+
+    def build_model(self, backbone_name: str, model_kwargs: dict, bundle, neuron, attention) -> nn.Module:
+        """The registered model itself (its classifier is the head)."""
+        from step.registry import MODELS
+
+        return MODELS.build(backbone_name, neuron=neuron, attention=attention, **model_kwargs)
+
+    def move_target(self, target: torch.Tensor, device: torch.device) -> torch.Tensor:
+        return target.to(device, non_blocking=True)
+
+    def update_metrics(self, metrics, output: torch.Tensor, target: torch.Tensor) -> None:
+        metrics.update(output.detach().float(), target)
+
+    def compute_metrics(self, metrics) -> dict[str, float]:
+        """Each metric in percent, as papers report (NaN stays NaN)."""
+        import math
+
+        out = {}
+        for k, v in metrics.compute().items():
+            value = float(v)
+            out[k] = 100.0 * value if not math.isnan(value) else value
+        return out
