@@ -40,3 +40,67 @@ bench: install ## timed benchmarks (ours vs peers, same process, medians and rat
 
 clean: ## remove outputs of runs (keeps results/ and the venv)
 	rm -rf outputs multirun
+
+# --- experiments, suites and the leaderboard (docs/sweeps.md, docs/leaderboard.md) ---
+SUITES := attention neuron surrogate encoder shortcut timesteps temporal
+REPRODUCE := reproduce-meta-spikeformer-15m-imagenet-t1 reproduce-meta-spikeformer-15m-imagenet-t4 reproduce-meta-spikeformer-31m-imagenet-t1 reproduce-meta-spikeformer-31m-imagenet-t4 reproduce-meta-spikeformer-55m-imagenet-t4 reproduce-qkformer-cifar10 reproduce-qkformer-cifar100 reproduce-qkformer-cifar10dvs reproduce-qkformer-dvsgesture reproduce-qkformer-imagenet reproduce-sdt-cifar10 reproduce-sdt-cifar100 reproduce-sdt-cifar10dvs reproduce-sdt-dvsgesture reproduce-sdt-imagenet reproduce-semm-cifar10 reproduce-semm-cifar100 reproduce-spikformer-cifar10 reproduce-spikformer-cifar100 reproduce-spikformer-cifar10dvs reproduce-spikformer-dvsgesture reproduce-spikformer-imagenet reproduce-spikformer-psmnist reproduce-spikformer-scifar10 reproduce-spikformer-smnist
+.PHONY: $(REPRODUCE) reproduce-cpu leaderboard
+
+reproduce-cpu: install ## run every ablation suite at CPU size on the embedded data (about 30 min each), then make leaderboard
+	@for s in $(SUITES); do echo "== suite=$$s scale=cpu"; $(VENV)/bin/step-train suite=$$s scale=cpu || exit 1; done
+	$(MAKE) leaderboard
+
+leaderboard: install ## rebuild results/reference.csv, render results/leaderboard.{md,html} and figures (ours beside the papers)
+	-$(PY) -m step.results.cli --build-reference
+	$(PY) -m step.results.cli --compare-reference
+
+reproduce-meta-spikeformer-15m-imagenet-t1: install ## Meta-SpikeFormer (15.1M) on ImageNet-1K at 224 px, T=1, trained directly (needs the dataset under STEP_DATA and a GPU; seeds 0,1,2)
+	$(VENV)/bin/step-train -m experiment=meta-spikeformer-15m-imagenet-t1 seed=0,1,2
+reproduce-meta-spikeformer-15m-imagenet-t4: install ## Meta-SpikeFormer (15.1M) on ImageNet-1K at 224 px, T=4, trained directly (needs the dataset under STEP_DATA and a GPU; seeds 0,1,2)
+	$(VENV)/bin/step-train -m experiment=meta-spikeformer-15m-imagenet-t4 seed=0,1,2
+reproduce-meta-spikeformer-31m-imagenet-t1: install ## Meta-SpikeFormer (31.3M) on ImageNet-1K at 224 px, T=1, trained directly (needs the dataset under STEP_DATA and a GPU; seeds 0,1,2)
+	$(VENV)/bin/step-train -m experiment=meta-spikeformer-31m-imagenet-t1 seed=0,1,2
+reproduce-meta-spikeformer-31m-imagenet-t4: install ## Meta-SpikeFormer (31.3M) on ImageNet-1K at 224 px, T=4, trained directly (needs the dataset under STEP_DATA and a GPU; seeds 0,1,2)
+	$(VENV)/bin/step-train -m experiment=meta-spikeformer-31m-imagenet-t4 seed=0,1,2
+reproduce-meta-spikeformer-55m-imagenet-t4: install ## Meta-SpikeFormer (55.4M) on ImageNet-1K at 224 px, T=4, trained directly (no distillation) (needs the dataset under STEP_DATA and a GPU; seeds 0,1,2)
+	$(VENV)/bin/step-train -m experiment=meta-spikeformer-55m-imagenet-t4 seed=0,1,2
+reproduce-qkformer-cifar10: install ## QKFormer HST-4-384 on CIFAR-10, T=4 (needs the dataset under STEP_DATA and a GPU; seeds 0,1,2)
+	$(VENV)/bin/step-train -m experiment=qkformer-cifar10 seed=0,1,2
+reproduce-qkformer-cifar100: install ## QKFormer HST-4-384 on CIFAR-100, T=4 (needs the dataset under STEP_DATA and a GPU; seeds 0,1,2)
+	$(VENV)/bin/step-train -m experiment=qkformer-cifar100 seed=0,1,2
+reproduce-qkformer-cifar10dvs: install ## QKFormer HST-2-256 (mlp ratio 1) on CIFAR10-DVS, T=16 (needs the dataset under STEP_DATA and a GPU; seeds 0,1,2)
+	$(VENV)/bin/step-train -m experiment=qkformer-cifar10dvs seed=0,1,2
+reproduce-qkformer-dvsgesture: install ## QKFormer HST-2-256 on DVS128 Gesture, T=16 (needs the dataset under STEP_DATA and a GPU; seeds 0,1,2)
+	$(VENV)/bin/step-train -m experiment=qkformer-dvsgesture seed=0,1,2
+reproduce-qkformer-imagenet: install ## QKFormer HST-10-768 on ImageNet-1K at 224 px, T=4 (needs the dataset under STEP_DATA and a GPU; seeds 0,1,2)
+	$(VENV)/bin/step-train -m experiment=qkformer-imagenet seed=0,1,2
+reproduce-sdt-cifar10: install ## Spike-driven Transformer (SDT v1) 2-512 on CIFAR-10, T=4 (needs the dataset under STEP_DATA and a GPU; seeds 0,1,2)
+	$(VENV)/bin/step-train -m experiment=sdt-cifar10 seed=0,1,2
+reproduce-sdt-cifar100: install ## SDT v1 2-512 on CIFAR-100, T=4 (needs the dataset under STEP_DATA and a GPU; seeds 0,1,2)
+	$(VENV)/bin/step-train -m experiment=sdt-cifar100 seed=0,1,2
+reproduce-sdt-cifar10dvs: install ## SDT v1 2-256 on CIFAR10-DVS at 64x64, T=16 (needs the dataset under STEP_DATA and a GPU; seeds 0,1,2)
+	$(VENV)/bin/step-train -m experiment=sdt-cifar10dvs seed=0,1,2
+reproduce-sdt-dvsgesture: install ## SDT v1 2-256 on DVS128 Gesture at 128x128, T=16, pooling 0111 (needs the dataset under STEP_DATA and a GPU; seeds 0,1,2)
+	$(VENV)/bin/step-train -m experiment=sdt-dvsgesture seed=0,1,2
+reproduce-sdt-imagenet: install ## Spike-driven Transformer 8-768 on ImageNet-1K, T=4 (needs the dataset under STEP_DATA and a GPU; seeds 0,1,2)
+	$(VENV)/bin/step-train -m experiment=sdt-imagenet seed=0,1,2
+reproduce-semm-cifar10: install ## Spikformer + SEMM (spiking experts mixture) 4-384 on CIFAR-10, T=4, STEP's recipe (AdamW 1e-3, batch 128, 400 epochs) (needs the dataset under STEP_DATA and a GPU; seeds 0,1,2)
+	$(VENV)/bin/step-train -m experiment=semm-cifar10 seed=0,1,2
+reproduce-semm-cifar100: install ## Spikformer + SEMM 4-384 on CIFAR-100, T=4 (needs the dataset under STEP_DATA and a GPU; seeds 0,1,2)
+	$(VENV)/bin/step-train -m experiment=semm-cifar100 seed=0,1,2
+reproduce-spikformer-cifar10: install ## Spikformer-4-384 on CIFAR-10, T=4 (needs the dataset under STEP_DATA and a GPU; seeds 0,1,2)
+	$(VENV)/bin/step-train -m experiment=spikformer-cifar10 seed=0,1,2
+reproduce-spikformer-cifar100: install ## Spikformer-4-384 on CIFAR-100, T=4, the CIFAR-10 recipe (STEP section 5) (needs the dataset under STEP_DATA and a GPU; seeds 0,1,2)
+	$(VENV)/bin/step-train -m experiment=spikformer-cifar100 seed=0,1,2
+reproduce-spikformer-cifar10dvs: install ## Spikformer-2-256 (16 heads) on CIFAR10-DVS, T=16 (needs the dataset under STEP_DATA and a GPU; seeds 0,1,2)
+	$(VENV)/bin/step-train -m experiment=spikformer-cifar10dvs seed=0,1,2
+reproduce-spikformer-dvsgesture: install ## Spikformer-2-256 (16 heads) on DVS128 Gesture, T=16 (needs the dataset under STEP_DATA and a GPU; seeds 0,1,2)
+	$(VENV)/bin/step-train -m experiment=spikformer-dvsgesture seed=0,1,2
+reproduce-spikformer-imagenet: install ## Spikformer-8-768 on ImageNet-1K at 224 px, T=4 (needs the dataset under STEP_DATA and a GPU; seeds 0,1,2)
+	$(VENV)/bin/step-train -m experiment=spikformer-imagenet seed=0,1,2
+reproduce-spikformer-psmnist: install ## Spikformer-4-384 on psMNIST (read pixel by pixel), T=4, the CIFAR recipe without image augmentation (STEP section 4.1, sequential table) (needs the dataset under STEP_DATA and a GPU; seeds 0,1,2)
+	$(VENV)/bin/step-train -m experiment=spikformer-psmnist seed=0,1,2
+reproduce-spikformer-scifar10: install ## Spikformer-4-384 on sCIFAR-10 (read pixel by pixel), T=4, the CIFAR recipe without image augmentation (STEP section 4.1, sequential table) (needs the dataset under STEP_DATA and a GPU; seeds 0,1,2)
+	$(VENV)/bin/step-train -m experiment=spikformer-scifar10 seed=0,1,2
+reproduce-spikformer-smnist: install ## Spikformer-4-384 on sMNIST (read pixel by pixel), T=4, the CIFAR recipe without image augmentation (STEP section 4.1, sequential table) (needs the dataset under STEP_DATA and a GPU; seeds 0,1,2)
+	$(VENV)/bin/step-train -m experiment=spikformer-smnist seed=0,1,2

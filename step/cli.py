@@ -67,6 +67,18 @@ def check_overrides(argv: list[str]) -> None:
                 _fail(f"'{choice}' is not an option of group '{key}'.{hint} Valid {key} options: {', '.join(options)}.")
 
 
+def _record_sweep_failure(cfg, err: BaseException) -> None:
+    """A sweep job that failed before training still writes its record and a failed row."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from step.results.failed import record_setup_failure
+
+    try:
+        record_setup_failure(cfg, err, HydraConfig.get().runtime.output_dir)
+    except Exception as exc:  # noqa: BLE001 - never let bookkeeping stop the sweep
+        print(f"step: could not record the failed job: {exc}", file=sys.stderr)
+
+
 def _task(cfg) -> None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -76,13 +88,17 @@ def _task(cfg) -> None:
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         run(cfg)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the runner saved the last finished epoch and the record
+        _fail("interrupted; the last finished epoch is saved, continue with trainer.resume=auto.", 130)
     except StepError as err:
         if multirun:  # the record and row say what happened; the sweep goes on
+            _record_sweep_failure(cfg, err)
             print(f"step: job failed: {err}", file=sys.stderr)
             return
         _fail(str(err), err.exit_code)
     except Exception as err:  # noqa: BLE001 - an unexpected bug: keep the sweep going, report it
         if multirun:
+            _record_sweep_failure(cfg, err)
             logging.getLogger("step").exception("job failed: %s", err)
             return
         raise

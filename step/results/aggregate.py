@@ -1,0 +1,89 @@
+"""Leaderboard aggregation: seeds of one setting -> mean, sample std and n; the Pareto front.
+
+A *setting* is one combination of the group-by columns (by default every component column and T,
+so only the seed varies inside a group). For each value column v the aggregate has ``v_mean``,
+``v_std`` (sample standard deviation, ddof=1; empty when n=1) and one ``n``: the number of rows of
+the group with a metric value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from step.errors import ConfigError
+from step.results.schema import COLUMNS
+
+#: a setting, up to its seed
+DEFAULT_BY = ["experiment", "task", "dataset", "model", "attention", "neuron", "surrogate", "encoder", "backend", "T"]
+#: columns averaged over seeds
+VALUES = ["metric", "energy_mj", "energy_mem_mj", "energy_ann_mj", "energy_int8_mj", "sops", "firing_rate",
+          "params", "wall_time_s"]
+
+
+def read_rows(paths: Sequence[str]) -> pd.DataFrame:
+    """Concatenate leaderboard CSVs (each is one ``pandas.read_csv``)."""
+    frames = [pd.read_csv(p) for p in paths]
+    if not frames:
+        return pd.DataFrame(columns=COLUMNS)
+    return pd.concat(frames, ignore_index=True)
+
+
+def select(df: pd.DataFrame, query: str | None = None, status: str | None = "ok") -> pd.DataFrame:
+    """Rows with ``status`` (None keeps every status) that satisfy the pandas ``query``."""
+    out = df
+    if status is not None and "status" in out:
+        out = out[out["status"] == status]
+    if query:
+        try:
+            out = out.query(query)
+        except Exception as err:  # noqa: BLE001 - pandas raises many types for a bad expression
+            raise ConfigError(f"bad --query {query!r}: {err}. Columns: {', '.join(df.columns)}.") from err
+    return out
+
+
+def aggregate(df: pd.DataFrame, by: Sequence[str] = DEFAULT_BY, values: Sequence[str] = VALUES) -> pd.DataFrame:
+    """One row per group of ``by``: ``metric_name``, ``n`` and mean/std of each value column."""
+    by = list(by)
+    unknown = [c for c in by if c not in df.columns]
+    if unknown:
+        raise ConfigError(f"cannot group by {unknown}: not leaderboard columns. Columns: {', '.join(df.columns)}.")
+    values = [v for v in values if v in df.columns and v not in by]
+    work = df.copy()
+    for v in values:
+        work[v] = pd.to_numeric(work[v], errors="coerce")
+    keyed = work[by].astype(object).where(work[by].notna(), "")  # a missing key is a value, not a dropped row
+    groups = work.groupby([keyed[c] for c in by], sort=True, dropna=False)
+    rows = []
+    for key, part in groups:
+        key = key if isinstance(key, tuple) else (key,)
+        row = dict(zip(by, key))
+        if "metric_name" in part and "metric_name" not in by:
+            names = sorted({str(x) for x in part["metric_name"].dropna()})
+            row["metric_name"] = ",".join(names)
+        row["n"] = int(part["metric"].notna().sum()) if "metric" in part else len(part)
+        for v in values:
+            col = part[v].dropna()
+            row[f"{v}_mean"] = float(col.mean()) if len(col) else np.nan
+            row[f"{v}_std"] = float(col.std(ddof=1)) if len(col) > 1 else np.nan
+        rows.append(row)
+    columns = by + (["metric_name"] if "metric_name" in df.columns and "metric_name" not in by else []) + ["n"]
+    columns += [f"{v}_{s}" for v in values for s in ("mean", "std")]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def pareto_front(cost: Sequence[float], score: Sequence[float]) -> np.ndarray:
+    """Mask of the points no other point beats: lower-or-equal cost and higher-or-equal score, one strictly.
+
+    Points with a missing cost or score are never on the front.
+    """
+    cost = np.asarray(cost, dtype=float)
+    score = np.asarray(score, dtype=float)
+    ok = ~(np.isnan(cost) | np.isnan(score))
+    front = np.zeros(len(cost), dtype=bool)
+    for i in np.flatnonzero(ok):
+        others = ok & (cost <= cost[i]) & (score >= score[i]) & ((cost < cost[i]) | (score > score[i]))
+        front[i] = not others.any()
+    return front

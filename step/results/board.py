@@ -1,0 +1,98 @@
+"""The leaderboard view: select rows, aggregate seeds, render Markdown / HTML / PNG, compare with papers.
+
+``build_board`` is what ``step-board`` runs; every step is a plain function on DataFrames so tests
+and notebooks can call them one by one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from step.results import plots
+from step.results.aggregate import DEFAULT_BY, aggregate, read_rows, select
+from step.results.render import display_table, mean_std, to_html, to_markdown
+
+#: a reference row is matched by these columns (dataset keeps a CPU-sized run off the paper's row)
+MATCH = ["experiment", "dataset", "model", "T"]
+
+
+@dataclass
+class Board:
+    rows: pd.DataFrame
+    aggregated: pd.DataFrame
+    table: pd.DataFrame
+    markdown: str
+    comparison: pd.DataFrame | None = None
+    files: list[Path] = field(default_factory=list)
+
+
+def compare_reference(rows: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
+    """Each paper number beside our mean ± std (n) for the same experiment, dataset, model and T."""
+    ref = reference[reference.get("source", pd.Series(["paper"] * len(reference))) == "paper"]
+    ours = aggregate(rows, by=MATCH, values=["metric"]) if len(rows) else pd.DataFrame(columns=MATCH + ["n"])
+    key = lambda df: df[MATCH].astype(str).agg("|".join, axis=1)  # noqa: E731
+    found = dict(zip(key(ours), ours.to_dict("records"))) if len(ours) else {}
+    out = []
+    for (_, r), k in zip(ref.iterrows(), key(ref) if len(ref) else []):
+        mine = found.get(k)
+        mean = mine["metric_mean"] if mine else np.nan
+        out.append({
+            "experiment": r["experiment"], "dataset": r["dataset"], "model": r["model"], "T": r["T"],
+            "paper": f"{float(r['metric']):.2f}", "ours": mean_std(mean, mine["metric_std"] if mine else np.nan, "{:.2f}"),
+            "n": mine["n"] if mine else 0, "delta": "" if np.isnan(mean) else f"{mean - float(r['metric']):+.2f}",
+            "source": r.get("command", ""),
+        })
+    return pd.DataFrame(out, columns=["experiment", "dataset", "model", "T", "paper", "ours", "n", "delta", "source"])
+
+
+def build_board(
+    csvs: Sequence[str | Path],
+    *,
+    by: Sequence[str] = DEFAULT_BY,
+    query: str | None = None,
+    status: str | None = "ok",
+    out_dir: str | Path | None = None,
+    html: bool = True,
+    figures: bool = True,
+    reference: str | Path | None = None,
+) -> Board:
+    """Aggregate the CSVs and, when ``out_dir`` is given, write leaderboard.md/.html and figures/*.png."""
+    rows = select(read_rows([str(c) for c in csvs]), query=query, status=status)
+    if "source" in rows:
+        rows = rows[rows["source"].fillna("run") != "paper"]
+    agg = aggregate(rows, by=by)
+    table = display_table(agg, by)
+    markdown = to_markdown(table)
+    comparison = None
+    if reference is not None:
+        comparison = compare_reference(rows, pd.read_csv(reference))
+    board = Board(rows, agg, table, markdown, comparison)
+    if out_dir is None:
+        return board
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    text = markdown if comparison is None else markdown + "\n## Against the papers\n\n" + to_markdown(comparison)
+    (out / "leaderboard.md").write_text(text)
+    board.files.append(out / "leaderboard.md")
+    pngs: list[Path] = []
+    if figures:
+        metric = str(agg["metric_name"].iloc[0]) if "metric_name" in agg and len(agg) else "metric"
+        for made in (plots.accuracy_vs_energy(agg, by, out / "figures" / "accuracy_vs_energy.png", metric),
+                     plots.accuracy_vs_T(agg, by, out / "figures" / "accuracy_vs_T.png", metric),
+                     plots.firing_rates(rows, out / "figures" / "firing_rate_per_model.png")):
+            if made is not None:
+                pngs.append(made)
+        board.files.extend(pngs)
+    if html:
+        sections = [("Leaderboard (mean ± std over seeds; n runs)", table)]
+        if comparison is not None:
+            sections.append(("Against the papers", comparison))
+        note = f"{len(rows)} rows" + (f" matching `{query}`" if query else "") + f"; grouped by {', '.join(by)}."
+        (out / "leaderboard.html").write_text(to_html("STEP leaderboard", sections, pngs, note))
+        board.files.append(out / "leaderboard.html")
+    return board
