@@ -19,19 +19,21 @@ from omegaconf import MISSING
 @dataclass
 class TrainerConf:
     epochs: int = 10
-    batch_size: int = 64
-    eval_batch_size: int = 256
+    batch_size: int = 64  # the GLOBAL batch: under torchrun each of N processes loads batch_size / N
+    eval_batch_size: int = 256  # global, split over processes like batch_size
     num_workers: int = 0
-    device: str = "auto"  # auto | cpu | cuda
-    precision: str = "32"  # 32 | bf16 | fp16
-    compile: bool = False
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (torchrun pins each process to cuda:LOCAL_RANK)
+    precision: str = "32"  # 32 | bf16 (CPU or CUDA autocast) | fp16 (CUDA autocast + GradScaler)
+    compile: bool = False  # torch.compile the model
     progress: bool = True
     grad_clip: Optional[float] = None
     eval_every: int = 1  # evaluate on the test split every N epochs (and always at the end)
-    ckpt_every: int = 0  # 0: checkpoint only at the end
-    resume: str = "never"  # never | auto | <path to a checkpoint>
+    ckpt_every: int = 0  # write <run_dir>/last.pt every N epochs; 0: only at the end (and on interrupt)
+    resume: str = "never"  # never | auto | <path to a last.pt or its run folder>
     deterministic: bool = True
     max_batches: Optional[int] = None  # cap batches per epoch (smoke tests)
+    eval_time_order: str = "normal"  # normal | reversed | shuffled: final test only (step.engine.time_order)
+    sync_bn: bool = False  # SyncBatchNorm under torchrun (CUDA only); otherwise each process normalises its own batch
 
 
 @dataclass

@@ -84,7 +84,16 @@ def validate_config(cfg: DictConfig) -> None:
                  f"trainer.device must be auto, cpu or cuda, got '{t.device}'.")
     _check_range(str(t.precision) in ("32", "bf16", "fp16"),
                  f"trainer.precision must be 32, bf16 or fp16, got '{t.precision}'.")
+    _check_range(bool(str(t.resume).strip()),
+                 "trainer.resume must be never, auto or the path of a last.pt (or its run folder), got ''.")
+    _check_range(t.num_workers >= 0, f"trainer.num_workers must be >= 0, got {t.num_workers}.")
+    _check_range(t.max_batches is None or t.max_batches >= 1,
+                 f"trainer.max_batches must be >= 1 or null, got {t.max_batches}.")
+    _check_range(t.grad_clip is None or t.grad_clip > 0,
+                 f"trainer.grad_clip must be > 0 or null, got {t.grad_clip}.")
     _check_range(cfg.optim.lr > 0, f"optim.lr must be > 0, got {cfg.optim.lr}.")
     _check_range(cfg.optim.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {cfg.optim.weight_decay}.")
     _check_range(cfg.logger.name in ("csv", "wandb", "none"),
                  f"logger must be csv, wandb or none, got '{cfg.logger.name}'.")
+    _check_range(t.get("eval_time_order", "normal") in ("normal", "reversed", "shuffled"),
+                 f"trainer.eval_time_order must be normal, reversed or shuffled, got '{t.get('eval_time_order')}'.")

@@ -67,12 +67,9 @@ def model_data_kwargs(model_name: str, bundle: DataBundle) -> dict[str, Any]:
 
 def build_model(cfg: DictConfig, bundle: DataBundle) -> nn.Module:
     kwargs = {**group_params(cfg, "model"), **model_data_kwargs(cfg.model.name, bundle)}
-    return MODELS.build(
-        cfg.model.name,
-        neuron=build_neuron_factory(cfg),
-        attention=build_attention_factory(cfg),
-        **kwargs,
-    )
+    # the task builds it: the registered classifier itself, or the model as backbone + neck + head
+    return build_task(cfg).build_model(cfg.model.name, kwargs, bundle, build_neuron_factory(cfg),
+                                       build_attention_factory(cfg))
 
 
 def build_task(cfg: DictConfig):
@@ -93,11 +90,11 @@ def build_loaders(cfg: DictConfig, bundle: DataBundle, generator: torch.Generato
                                  shuffle=True, seed=int(cfg.seed), drop_last=False)
     train = DataLoader(
         bundle.train, batch_size=per_rank_batch(t.batch_size, info), sampler=sampler, drop_last=False,
-        num_workers=t.num_workers, generator=generator,
+        num_workers=t.num_workers, generator=generator, collate_fn=build_task(cfg).collate_fn,
     )
     eval_batch = max(1, -(-t.eval_batch_size // info.world_size))
     test = DataLoader(bundle.test, batch_size=eval_batch, sampler=ShardSampler(len(bundle.test), info),
-                      num_workers=t.num_workers)
+                      num_workers=t.num_workers, collate_fn=build_task(cfg).collate_fn)
     return train, test
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 class RunLogger:
     def log(self, row: dict[str, Any]) -> None: ...
+    def resume(self, history: list[dict[str, Any]]) -> None: ...
     def finish(self, record: dict[str, Any]) -> None: ...
 
 
@@ -29,6 +30,14 @@ class CSVLogger(RunLogger):
             if new:
                 writer.writeheader()
             writer.writerow(row)
+
+    def resume(self, history: list[dict[str, Any]]) -> None:
+        """Start metrics.csv again from a checkpoint's history (drops epochs the checkpoint lacks)."""
+        if self.path.exists():
+            self.path.unlink()
+        self._fields = None
+        for row in history:
+            self.log(row)
 
     def finish(self, record: dict[str, Any]) -> None:
         pass

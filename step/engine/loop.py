@@ -10,6 +10,7 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import nn
 
+from step.engine.distributed import all_reduce_sum, any_rank
 from step.errors import DivergedError
 
 
@@ -72,16 +73,17 @@ def train_one_epoch(
     total = len(loader) if max_batches is None else min(len(loader), max_batches)
     bar = _progress(_capped(loader, max_batches), progress, f"epoch {epoch}", total)
     for step_idx, (x, y) in enumerate(bar):
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        x, y = x.to(device, non_blocking=True), _move_target(task, y, device)
         target = y
         if batch_transform is not None:
             x, target = batch_transform(x, y)
         with autocast():
             output = model(to_time_major(x, modality, encoder))
             loss = task.loss(output, target)
-        if not torch.isfinite(loss):
+        if any_rank(not bool(torch.isfinite(loss)), device):
             raise DivergedError(
-                f"The loss became {loss.item()} at epoch {epoch}, step {step_idx}. "
+                f"The loss became {'non-finite on another process' if torch.isfinite(loss) else loss.item()} "
+                f"at epoch {epoch}, step {step_idx}. "
                 "Lower optim.lr, set trainer.grad_clip, or check the data; the last good checkpoint is kept."
             )
         optimizer.zero_grad(set_to_none=True)
@@ -97,13 +99,14 @@ def train_one_epoch(
             scaler.update()
         else:
             optimizer.step()
-        bs = y.shape[0]
+        bs = x.shape[0]
         total_loss += loss.item() * bs
         n += bs
-        metrics.update(output.detach().float(), y)
+        _update_metrics(task, metrics, output, y)
         if progress and hasattr(bar, "set_postfix"):
             bar.set_postfix(loss=f"{total_loss / n:.4f}")
-    return EpochResult(loss=total_loss / max(n, 1), metrics=_computed(metrics), n_samples=n)
+    total_loss, n = all_reduce_sum([total_loss, float(n)], device)
+    return EpochResult(loss=total_loss / max(n, 1), metrics=_computed(metrics, task), n_samples=int(n))
 
 
 @torch.no_grad()
@@ -120,24 +123,44 @@ def evaluate(
     progress: bool = True,
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
     desc: str = "eval",
+    time_order: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> EpochResult:
     model.eval()
     metrics.reset()
     total_loss, n = 0.0, 0
     total = len(loader) if max_batches is None else min(len(loader), max_batches)
     for x, y in _progress(_capped(loader, max_batches), progress, desc, total):
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        x, y = x.to(device, non_blocking=True), _move_target(task, y, device)
         with autocast():
-            output = model(to_time_major(x, modality, encoder))
+            x_t = to_time_major(x, modality, encoder)
+            output = model(time_order(x_t) if time_order is not None else x_t)  # step.engine.time_order probe
             loss = task.loss(output, y)
-        bs = y.shape[0]
+        bs = x.shape[0]
         total_loss += loss.item() * bs
         n += bs
-        metrics.update(output.float(), y)
-    return EpochResult(loss=total_loss / max(n, 1), metrics=_computed(metrics), n_samples=n)
+        _update_metrics(task, metrics, output, y)
+    total_loss, n = all_reduce_sum([total_loss, float(n)], device)
+    return EpochResult(loss=total_loss / max(n, 1), metrics=_computed(metrics, task), n_samples=int(n))
 
 
-def _computed(metrics) -> dict[str, float]:
+def _move_target(task, y, device: torch.device):
+    """The task's ``move_target`` (detection targets are lists of dicts), else ``y.to(device)``."""
+    move = getattr(task, "move_target", None)
+    return move(y, device) if move is not None else y.to(device, non_blocking=True)
+
+
+def _update_metrics(task, metrics, output, y) -> None:
+    """The task's ``update_metrics`` (it detaches; segmentation argmax, detection decoding), else ``metrics.update``."""
+    hook = getattr(task, "update_metrics", None)
+    if hook is not None:
+        hook(metrics, output, y)
+    else:
+        metrics.update(output.detach().float(), y)
+
+
+def _computed(metrics, task=None) -> dict[str, float]:
+    if task is not None and getattr(task, "compute_metrics", None) is not None:
+        return task.compute_metrics(metrics)
     out = {}
     for k, v in metrics.compute().items():
         value = float(v)

@@ -1,8 +1,19 @@
-"""``step.engine.run(cfg)``: the one runner. Build, train, evaluate, measure, record."""
+"""``step.engine.run(cfg)``: the one runner. Build, train, evaluate, measure, record.
+
+Failure handling (what a week-long cluster job needs):
+
+- config, file-system, data and checkpoint problems raise before anything is written;
+- every ``trainer.ckpt_every`` epochs and at the end, ``<run_dir>/last.pt`` is written atomically
+  (see :mod:`step.engine.checkpoint` for its contents and the ``trainer.resume`` rule);
+- Ctrl-C or SIGTERM saves the state of the last finished epoch (kept in memory at every epoch end),
+  writes the record with ``status=interrupted`` and its row, then re-raises; a resumed run repeats
+  the interrupted epoch from that state, so it ends exactly as an uninterrupted run would on CPU;
+- a NaN/inf loss writes ``status=diverged`` with the epoch and step and leaves ``last.pt`` alone;
+- under ``torchrun`` only rank 0 writes checkpoints, records, rows and prints.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import time
 import uuid
 from datetime import datetime, timezone
@@ -12,15 +23,18 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from step.config.validate import group_params, validate_config
-from step.engine import builders
-from step.engine.loggers import make_logger
+from step.config.validate import validate_config
+from step.engine import builders, checkpoint, distributed
+from step.engine.loggers import RunLogger, make_logger
 from step.engine.loop import evaluate, train_one_epoch
+from step.engine.precision import autocast_factory, check_precision, make_scaler, maybe_compile
+from step.engine.preflight import check_num_classes, check_output_paths
+from step.engine.recording import components, finish, previous_attempts
 from step.engine.report import format_summary
 from step.engine.seed import resolve_device, seed_everything
+from step.engine.signals import graceful_stop, shielded
 from step.errors import DivergedError
-from step.results.leaderboard import append_row
-from step.results.record import command_line, git_commit, package_versions, write_record
+from step.results.record import command_line, git_commit, package_versions
 
 
 def _run_dir(cfg: DictConfig) -> Path:
@@ -32,52 +46,11 @@ def _run_dir(cfg: DictConfig) -> Path:
     return Path(cfg.paths.output_root) / "runs" / f"{stamp}_{cfg.name}_{cfg.model.name}_s{cfg.seed}"
 
 
-def _autocast(precision: str, device: torch.device):
-    if str(precision) == "32":
-        return contextlib.nullcontext
-    dtype = torch.bfloat16 if str(precision) == "bf16" else torch.float16
-    return lambda: torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def _components(cfg: DictConfig) -> dict[str, Any]:
-    return {
-        "model": cfg.model.name, "attention": cfg.attention.name, "neuron": cfg.neuron.name,
-        "surrogate": cfg.surrogate.name, "alpha": cfg.surrogate.get("alpha"), "encoder": cfg.encoder.name,
-        "backend": cfg.backend.name, "dataset": cfg.dataset.name, "task": cfg.task.name,
-    }
-
-
-def _row(record: dict[str, Any]) -> dict[str, Any]:
-    comp = record["components"]
-    return {
-        "run_id": record["run_id"], "time": record["finished_at"], "git_commit": record["git_commit"],
-        "source": "run", "experiment": record["name"], "task": comp["task"], "dataset": comp["dataset"],
-        "model": comp["model"], "attention": comp["attention"], "neuron": comp["neuron"],
-        "surrogate": comp["surrogate"], "encoder": comp["encoder"], "backend": comp["backend"],
-        "T": record["T"], "seed": record["seed"], "params": record.get("params"),
-        "metric_name": record.get("metric_name"), "metric": record.get("metrics", {}).get(record.get("metric_name") or ""),
-        **record.get("energy_columns", {}),
-        "epochs": record.get("epochs_done"), "wall_time_s": round(record["wall_time_s"], 2),
-        "device": record.get("device"), "status": record["status"], "error": record.get("error", ""),
-        "record_path": record["record_path"], "command": record["command"],
-    }
-
-
-def _finish(cfg: DictConfig, record: dict[str, Any], started: float, logger=None) -> dict[str, Any]:
-    record["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    record["wall_time_s"] = time.time() - started
-    row = _row(record)
-    record["leaderboard_row"] = row
-    write_record(record["record_path"], record)
-    append_row(cfg.paths.leaderboard, row)
-    if logger is not None:
-        with contextlib.suppress(Exception):
-            logger.finish(record)
-    return record
-
-
 def measure_final(cfg, model, test_loader, task, metrics, **eval_kwargs):
     """The final evaluation on the whole test split, with energy counting when enabled."""
+    from step.engine.time_order import time_order
+
+    eval_kwargs = {**eval_kwargs, "time_order": time_order(cfg.trainer.get("eval_time_order", "normal"), cfg.seed)}
     if not cfg.energy.get("enabled", False):
         return evaluate(model, test_loader, task, metrics=metrics, desc="test", **eval_kwargs), {}, {}
     from step.energy import EnergyMeter
@@ -87,7 +60,38 @@ def measure_final(cfg, model, test_loader, task, metrics, **eval_kwargs):
     with meter:
         result = evaluate(model, test_loader, task, metrics=metrics, desc="test+energy", **eval_kwargs)
     report = meter.report()
-    return result, report.to_record(energy_cfg), report.columns(energy_cfg)
+    energy_record = report.to_record(energy_cfg)
+    if hasattr(model, "backbone") and hasattr(model, "neck"):  # dense tasks: backbone / neck / head energy (pJ)
+        from step.tasks.dense_model import split_energy_by_prefix
+
+        energy_record["by_part_pj"] = split_energy_by_prefix(energy_record["per_layer"])
+    return result, energy_record, report.columns(energy_cfg)
+
+
+def resume_path(cfg: DictConfig, resolved: dict[str, Any], info: distributed.DistInfo) -> Path | None:
+    """Where this run continues from: ``never`` -> None, ``auto`` -> the latest unfinished run of
+    the same config under ``paths.output_root`` (None when there is none), else the given path.
+    Rank 0 decides and every rank gets its answer."""
+    choice = str(cfg.trainer.resume)
+    found: Path | None = None
+    if info.is_main and choice == "auto":
+        found = checkpoint.find_latest(cfg.paths.output_root, resolved)
+        print(f"step: resuming from {found}" if found else "step: trainer.resume=auto found no unfinished "
+              "run of this config; starting fresh.", flush=True)
+    elif choice not in ("never", "auto"):
+        found = Path(choice)
+    found = distributed.broadcast_object(str(found) if found else None)
+    if found is None:
+        return None
+    path = Path(found)
+    return path / checkpoint.STATE_FILE if path.is_dir() else path
+
+
+def _best(best: dict[str, Any] | None, name: str, metrics: dict[str, float], epoch: int) -> dict[str, Any] | None:
+    value = metrics.get(name)
+    if value is None or (best is not None and value <= best["value"]):
+        return best
+    return {"metric": name, "value": value, "epoch": epoch}
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -97,70 +101,134 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     a failure still writes the record and a row with its status, then re-raises.
     """
     validate_config(cfg)
+    info = distributed.from_env()
+    if info.is_main:
+        check_output_paths(cfg)
+    device = resolve_device(cfg.trainer.device)
+    check_precision(cfg.trainer.precision, device)
+    device = distributed.setup(info, device)
+    try:
+        return _run(cfg, info, device)
+    finally:
+        distributed.teardown()
+
+
+def _run(cfg: DictConfig, info: distributed.DistInfo, device: torch.device) -> dict[str, Any]:
     started = time.time()
     t = cfg.trainer
     generator = seed_everything(cfg.seed, t.deterministic)
-    device = resolve_device(t.device)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
     bundle = builders.build_data(cfg)
+    check_num_classes(cfg, bundle.num_classes, bundle.name)
     encoder = builders.build_encoder(cfg).to(device)
     model = builders.build_model(cfg, bundle).to(device)
     task = builders.build_task(cfg)
-    train_loader, test_loader = builders.build_loaders(cfg, bundle, generator)
+    train_loader, test_loader = builders.build_loaders(cfg, bundle, generator, info)
     optimizer = builders.build_optimizer(cfg, model)
     scheduler = builders.build_scheduler(cfg, optimizer)
+    scaler = make_scaler(t.precision, device)
     metrics = task.make_metrics(bundle.num_classes).to(device)
-    run_dir = _run_dir(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    source = resume_path(cfg, resolved, info)
+    state = checkpoint.load(source, resolved) if source is not None else None
+    if state is not None and state.get("world_size", 1) != info.world_size and info.is_main:
+        print(f"step: warning: {source} was trained with {state.get('world_size')} processes, this run has "
+              f"{info.world_size}; the data order changes, so the result is not bit-identical.", flush=True)
+    run_dir = source.parent if source is not None else _run_dir(cfg)
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    net = torch.compile(model) if t.compile else model
-    resolved = OmegaConf.to_container(cfg, resolve=True)
+    train_net = maybe_compile(distributed.wrap(model, info, device, t.sync_bn), t.compile)
+    eval_net = model if info.enabled else train_net  # DDP's forward would sync over uneven test shards
     record: dict[str, Any] = {
         "run_id": f"{run_dir.name}-{uuid.uuid4().hex[:6]}", "name": cfg.name, "status": "running",
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "command": command_line(),
-        "git_commit": git_commit(), "versions": package_versions(), "device": str(device),
+        "git_commit": git_commit(), "versions": package_versions(),
+        "device": str(device) if not info.enabled else f"{device.type} x{info.world_size}",
+        "world_size": info.world_size, "precision": str(t.precision), "compile": bool(t.compile),
         "torch_threads": torch.get_num_threads(), "seed": cfg.seed, "T": cfg.T, "params": params,
-        "components": _components(cfg), "metric_name": task.metric_name, "metrics": {},
+        "components": components(cfg), "metric_name": task.metric_name, "metrics": {},
         "data": {"name": bundle.name, "modality": bundle.modality, "num_classes": bundle.num_classes,
                  "n_train": len(bundle.train), "n_test": len(bundle.test)},
         "config": resolved, "reference": resolved.get("reference"),
-        "record_path": str(run_dir / "record.json"), "history": [], "epochs_done": 0,
+        "record_path": str(run_dir / "record.json"), "history": [], "epochs_done": 0, "best": None,
     }
-    logger = make_logger(cfg.logger.name, run_dir, cfg.logger.project, cfg.logger.mode, resolved, record["run_id"])
-    common = dict(encoder=encoder, modality=bundle.modality, device=device, progress=t.progress,
-                  autocast=_autocast(t.precision, device))
-    scaler = torch.amp.GradScaler("cuda") if str(t.precision) == "fp16" and device.type == "cuda" else None
+    logger: RunLogger = RunLogger()
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        logger = make_logger(cfg.logger.name, run_dir, cfg.logger.project, cfg.logger.mode, resolved, record["run_id"])
+    common = dict(encoder=encoder, modality=bundle.modality, device=device, progress=t.progress and info.is_main,
+                  autocast=autocast_factory(t.precision, device))
+    objects = dict(model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler, generator=generator)
+    snapshot, saved_epoch = None, -1
+    if state is not None:
+        record.update(history=state["history"], epochs_done=state["epoch"], best=state["best"],
+                      resumed_from={"checkpoint": str(source), "epoch": state["epoch"]},
+                      previous_attempts=previous_attempts(run_dir / "record.json") if info.is_main else [])
+        logger.resume(record["history"])
+        snapshot, saved_epoch = (state, state["epoch"]) if info.is_main else (None, -1)
+        checkpoint.restore(state, path=source, **objects)  # last: nothing after it may draw random numbers
+
+    def take_snapshot(done: int) -> dict[str, Any]:
+        return checkpoint.capture(**objects, epoch=done, best=record["best"], history=record["history"],
+                                  config=resolved, world_size=info.world_size)
+
     try:
-        for epoch in range(t.epochs):
-            train = train_one_epoch(net, train_loader, optimizer, task, epoch=epoch, metrics=metrics,
-                                    grad_clip=t.grad_clip, max_batches=t.max_batches, scaler=scaler, **common)
-            row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "train_loss": train.loss,
-                   **{f"train_{k}": v for k, v in train.metrics.items()}}
-            last = epoch == t.epochs - 1
-            if not last and (epoch + 1) % t.eval_every == 0:
-                val = evaluate(net, test_loader, task, metrics=metrics, max_batches=t.max_batches, **common)
-                row.update({"test_loss": val.loss, **{f"test_{k}": v for k, v in val.metrics.items()}})
-            if scheduler is not None:
-                scheduler.step(epoch + 1)
-            record["history"].append(row)
-            record["epochs_done"] = epoch + 1
-            logger.log(row)
-        final, energy_record, energy_columns = measure_final(cfg, net, test_loader, task, metrics, **common)
-        record.update(status="ok", metrics=final.metrics, test_loss=final.loss,
-                      energy=energy_record, energy_columns=energy_columns)
+        with graceful_stop():
+            for epoch in range(record["epochs_done"], t.epochs):
+                train_loader.sampler.set_epoch(epoch)
+                train = train_one_epoch(train_net, train_loader, optimizer, task, epoch=epoch, metrics=metrics,
+                                        grad_clip=t.grad_clip, max_batches=t.max_batches, scaler=scaler, **common)
+                row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "train_loss": train.loss,
+                       **{f"train_{k}": v for k, v in train.metrics.items()}}
+                if epoch != t.epochs - 1 and (epoch + 1) % t.eval_every == 0:
+                    val = evaluate(eval_net, test_loader, task, metrics=metrics, max_batches=t.max_batches, **common)
+                    row.update({"test_loss": val.loss, **{f"test_{k}": v for k, v in val.metrics.items()}})
+                    record["best"] = _best(record["best"], task.metric_name, val.metrics, epoch)
+                if scheduler is not None:
+                    scheduler.step(epoch + 1)
+                record["history"].append(row)
+                record["epochs_done"] = epoch + 1
+                logger.log(row)
+                if info.is_main:
+                    snapshot = take_snapshot(epoch + 1)
+                    if t.ckpt_every and (epoch + 1) % t.ckpt_every == 0:
+                        with shielded(defer=True):
+                            checkpoint.save(run_dir, snapshot)
+                        saved_epoch = epoch + 1
+            final, energy_record, energy_columns = measure_final(cfg, eval_net, test_loader, task, metrics, **common)
+            record.update(status="ok", metrics=final.metrics, test_loss=final.loss,
+                          energy=energy_record, energy_columns=energy_columns)
     except DivergedError as err:
-        record.update(status="diverged", error=str(err))
-        _finish(cfg, record, started, logger)
+        _stop(cfg, record, started, logger, info, run_dir, "diverged", str(err), None, saved_epoch)
         raise
     except KeyboardInterrupt:
-        record.update(status="interrupted", error="interrupted by the user or a signal")
-        _finish(cfg, record, started, logger)
+        _stop(cfg, record, started, logger, info, run_dir, "interrupted",
+              f"interrupted by the user or a signal; continue with trainer.resume=auto (from epoch "
+              f"{snapshot['epoch'] if snapshot else 0})", snapshot, saved_epoch)
         raise
     except Exception as err:
-        record.update(status="failed", error=f"{type(err).__name__}: {err}")
-        _finish(cfg, record, started, logger)
+        _stop(cfg, record, started, logger, info, run_dir, "failed", f"{type(err).__name__}: {err}", None, saved_epoch)
         raise
-    torch.save({"model": model.state_dict(), "config": resolved, "epoch": record["epochs_done"]}, run_dir / "model.pt")
-    record["checkpoint"] = str(run_dir / "model.pt")
-    _finish(cfg, record, started, logger)
-    print(format_summary(record), flush=True)
+    if info.is_main:
+        with shielded():
+            checkpoint.save(run_dir, snapshot if snapshot is not None else take_snapshot(record["epochs_done"]), "ok")
+            torch.save({"model": model.state_dict(), "config": resolved, "epoch": record["epochs_done"]},
+                       run_dir / "model.pt")
+            record.update(checkpoint=str(run_dir / "model.pt"), state=str(run_dir / checkpoint.STATE_FILE))
+            finish(cfg, record, started, logger)
+        print(format_summary(record), flush=True)
     return record
+
+
+def _stop(cfg, record, started, logger, info, run_dir, status, error, snapshot, saved_epoch) -> None:
+    """Write what a stopped run leaves behind: the newest good state (interrupts only), the record, the row."""
+    record.update(status=status, error=error)
+    if not info.is_main:
+        return
+    with shielded():
+        if snapshot is not None and snapshot["epoch"] > saved_epoch:
+            checkpoint.save(run_dir, snapshot, status)
+            saved_epoch = snapshot["epoch"]
+        elif saved_epoch >= 0:
+            checkpoint.write_sidecar(run_dir, None, status)
+        if saved_epoch >= 0:
+            record["state"] = str(run_dir / checkpoint.STATE_FILE)
+        finish(cfg, record, started, logger)

@@ -1,0 +1,74 @@
+"""Precision (32 / bf16 / fp16) and torch.compile: applied and recorded; CUDA paths need a GPU."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from step.config import compose
+from step.engine import run
+from step.engine.precision import autocast_factory, make_scaler
+
+TINY = ["model.depth=1", "model.dim=16", "model.heads=2", "T=2", "trainer.max_batches=2",
+        "trainer.batch_size=16", "trainer.eval_batch_size=32", "trainer.progress=false",
+        "dataset.test_fraction=0.05", "energy.enabled=false", "logger=none", "trainer.epochs=1"]
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none on this machine)")
+
+
+def test_bf16_autocast_on_cpu_computes_linear_layers_in_bfloat16():
+    layer, x = torch.nn.Linear(4, 3), torch.randn(2, 4)
+    with autocast_factory("bf16", torch.device("cpu"))():
+        assert layer(x).dtype == torch.bfloat16
+    with autocast_factory("32", torch.device("cpu"))():
+        assert layer(x).dtype == torch.float32
+    assert make_scaler("fp16", torch.device("cpu")) is None and make_scaler("bf16", torch.device("cpu")) is None
+
+
+def test_bf16_run_on_cpu_trains_and_records_its_precision(isolated_roots):
+    record = run(compose([*TINY, "trainer.precision=bf16", "trainer.device=cpu"]))
+    assert record["status"] == "ok" and record["precision"] == "bf16" and record["compile"] is False
+    assert record["device"] == "cpu" and math.isfinite(record["history"][0]["train_loss"])
+
+
+@pytest.mark.slow
+def test_compiled_model_run_records_compile(isolated_roots):
+    record = run(compose([*TINY, "trainer.compile=true", "trainer.device=cpu"]))
+    assert record["status"] == "ok" and record["compile"] is True
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("precision", ["32", "bf16", "fp16"])
+def test_cuda_run_in_each_precision(isolated_roots, precision):
+    record = run(compose([*TINY, f"trainer.precision={precision}", "trainer.device=auto"]))
+    assert record["device"].startswith("cuda") and record["precision"] == precision
+    assert record["status"] == "ok" and math.isfinite(record["test_loss"])
+    state = torch.load(record["state"], weights_only=False)
+    assert (state["scaler"] is not None) == (precision == "fp16")  # GradScaler only for fp16
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_cuda_resume_equals_uninterrupted_run_in_fp16(isolated_roots, monkeypatch):
+    """fp16 + GradScaler: the scaler's scale and growth tracker travel in the checkpoint."""
+    import importlib
+
+    run_module = importlib.import_module("step.engine.run")
+    extra = [*TINY, "trainer.precision=fp16", "trainer.epochs=2", "name=gpuresume"]
+    full = run(compose(extra))
+    real = run_module.train_one_epoch
+
+    def stop_in_epoch_1(*args, **kwargs):
+        if kwargs["epoch"] == 1:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(run_module, "train_one_epoch", stop_in_epoch_1)
+    with pytest.raises(KeyboardInterrupt):
+        run(compose(extra))
+    monkeypatch.setattr(run_module, "train_one_epoch", real)
+    resumed = run(compose([*extra, "trainer.resume=auto"]))
+    assert resumed["resumed_from"]["epoch"] == 1
+    assert resumed["history"] == full["history"]  # deterministic=true: CUDA kernels chosen deterministically
