@@ -35,8 +35,8 @@ test-slow: install ## run only the slow tests (longer trainings)
 test-gpu: install ## run the CUDA tests (needs a GPU)
 	WANDB_MODE=disabled $(PY) -m pytest -q -m gpu
 
-bench: install ## timed benchmarks (ours vs peers, same process, medians and ratios) -> results/bench.csv
-	WANDB_MODE=disabled $(PY) tests/benchmarks/bench_energy.py
+bench: install ## timed benchmarks (ours vs peers, same process, medians and ratios) -> results/bench.csv; exits 1 on REGRESSION
+	WANDB_MODE=disabled $(PY) tests/benchmarks/run_all.py $(BENCH_ARGS)
 
 clean: ## remove outputs of runs (keeps results/ and the venv)
 	rm -rf outputs multirun
