@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from typing import Callable
 
-from torchvision import transforms as tv
 
 AUGMENTS = ("none", "basic", "randaugment")
 
@@ -48,6 +47,8 @@ def small_image_transform(
     hflip: float = 0.5,
 ) -> Callable:
     """Transform for CIFAR / MNIST-like sets (PIL image -> ``[C, img_size, img_size]`` in [0, 1])."""
+    from torchvision import transforms as tv
+
     _check(augment, reprob)
     ops: list[Callable] = []
     if img_size != native_size:
@@ -76,6 +77,8 @@ def large_image_transform(
     crop_pct: float = 0.875,
 ) -> Callable:
     """Transform for ImageNet-like sets via timm's ``create_transform``, with identity normalisation."""
+    from torchvision import transforms as tv
+
     _check(augment, reprob)
     from timm.data import create_transform
 

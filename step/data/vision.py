@@ -18,31 +18,41 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from torchvision import datasets as tvd
-
 from step.data.base import DataBundle
 from step.data.paths import data_root, missing_error
 from step.data.transforms import large_image_transform, small_image_transform
 from step.registry import DATASETS
 
 
-class _LocalCIFAR10(tvd.CIFAR10):
-    """torchvision's CIFAR-10 reader with a presence check in place of the MD5 check."""
+def _local_cifar(which: str):
+    """torchvision's CIFAR readers with a presence check in place of the MD5 check.
 
-    def _check_integrity(self) -> bool:
-        names = [n for n, _ in self.train_list + self.test_list] + [self.meta["filename"]]
-        return all(os.path.isfile(os.path.join(self.root, self.base_folder, n)) for n in names)
+    Built on first use, so that importing the dataset registry does not import torchvision.
+    """
+    import pickle
 
-    def _load_meta(self) -> None:
-        import pickle
+    from torchvision import datasets as tvd
 
-        with open(os.path.join(self.root, self.base_folder, self.meta["filename"]), "rb") as f:
-            self.classes = pickle.load(f, encoding="latin1")[self.meta["key"]]
-        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+    class LocalCIFAR10(tvd.CIFAR10):
+        def _check_integrity(self) -> bool:
+            names = [n for n, _ in self.train_list + self.test_list] + [self.meta["filename"]]
+            return all(os.path.isfile(os.path.join(self.root, self.base_folder, n)) for n in names)
+
+        def _load_meta(self) -> None:
+            with open(os.path.join(self.root, self.base_folder, self.meta["filename"]), "rb") as f:
+                self.classes = pickle.load(f, encoding="latin1")[self.meta["key"]]
+            self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+
+    class LocalCIFAR100(LocalCIFAR10, tvd.CIFAR100):
+        """The same for CIFAR-100 (fine labels)."""
+
+    return {"cifar10": LocalCIFAR10, "cifar100": LocalCIFAR100}[which]
 
 
-class _LocalCIFAR100(_LocalCIFAR10, tvd.CIFAR100):
-    """The same for CIFAR-100 (fine labels)."""
+def _tv(name: str):
+    from torchvision import datasets as tvd
+
+    return getattr(tvd, name)
 
 
 def _mixup_args(num_classes: int, mixup: float, cutmix: float, label_smoothing: float) -> dict:
@@ -94,7 +104,7 @@ def cifar10(root: str, download: bool = False, img_size: int = 32, augment: str 
             randaugment: str = "rand-m9-n1-mstd0.4-inc1", reprob: float = 0.0, hflip: float = 0.5,
             mixup: float = 0.0, cutmix: float = 0.0, label_smoothing: float = 0.0) -> DataBundle:
     """CIFAR-10 (50,000 / 10,000 RGB 32x32 images, 10 classes) from ``root/cifar-10-batches-py``."""
-    return _small_set("cifar10", _LocalCIFAR10, "cifar-10-batches-py", CIFAR10_FILES, CIFAR_URL, 32, 10, 3, "digits",
+    return _small_set("cifar10", _local_cifar("cifar10"), "cifar-10-batches-py", CIFAR10_FILES, CIFAR_URL, 32, 10, 3, "digits",
                       root, download, img_size, augment, randaugment, reprob, hflip, mixup, cutmix, label_smoothing)
 
 
@@ -103,7 +113,7 @@ def cifar100(root: str, download: bool = False, img_size: int = 32, augment: str
              randaugment: str = "rand-m9-n1-mstd0.4-inc1", reprob: float = 0.0, hflip: float = 0.5,
              mixup: float = 0.0, cutmix: float = 0.0, label_smoothing: float = 0.0) -> DataBundle:
     """CIFAR-100 (50,000 / 10,000 RGB 32x32 images, 100 fine classes) from ``root/cifar-100-python``."""
-    return _small_set("cifar100", _LocalCIFAR100, "cifar-100-python", CIFAR100_FILES, CIFAR_URL, 32, 100, 3, "digits",
+    return _small_set("cifar100", _local_cifar("cifar100"), "cifar-100-python", CIFAR100_FILES, CIFAR_URL, 32, 100, 3, "digits",
                       root, download, img_size, augment, randaugment, reprob, hflip, mixup, cutmix, label_smoothing)
 
 
@@ -112,7 +122,7 @@ def mnist(root: str, download: bool = False, img_size: int = 28, augment: str = 
           randaugment: str = "rand-m9-n1-mstd0.4-inc1", reprob: float = 0.0, hflip: float = 0.0,
           mixup: float = 0.0, cutmix: float = 0.0, label_smoothing: float = 0.0) -> DataBundle:
     """MNIST (60,000 / 10,000 grey 28x28 digits) from ``root/MNIST/raw``."""
-    return _small_set("mnist", tvd.MNIST, "MNIST/raw", MNIST_FILES, "http://yann.lecun.com/exdb/mnist/",
+    return _small_set("mnist", _tv("MNIST"), "MNIST/raw", MNIST_FILES, "http://yann.lecun.com/exdb/mnist/",
                       28, 10, 1, "digits", root, download, img_size, augment, randaugment, reprob, hflip, mixup, cutmix,
                       label_smoothing)
 
@@ -122,7 +132,7 @@ def fashion_mnist(root: str, download: bool = False, img_size: int = 28, augment
                   randaugment: str = "rand-m9-n1-mstd0.4-inc1", reprob: float = 0.0, hflip: float = 0.5,
                   mixup: float = 0.0, cutmix: float = 0.0, label_smoothing: float = 0.0) -> DataBundle:
     """Fashion-MNIST (60,000 / 10,000 grey 28x28 clothing images) from ``root/FashionMNIST/raw``."""
-    return _small_set("fashion-mnist", tvd.FashionMNIST, "FashionMNIST/raw", MNIST_FILES,
+    return _small_set("fashion-mnist", _tv("FashionMNIST"), "FashionMNIST/raw", MNIST_FILES,
                       "https://github.com/zalandoresearch/fashion-mnist", 28, 10, 1, "digits", root, download, img_size,
                       augment, randaugment, reprob, hflip, mixup, cutmix, label_smoothing)
 
@@ -134,8 +144,8 @@ def _folder_set(name, base: Path, train_dir, test_dir, url, img_size, augment, r
         raise missing_error(name, [f"{train_dir}/<class>/<images>", f"{test_dir}/<class>/<images>"], base, url,
                             can_download=False, alternative="digits")
     kw = dict(img_size=img_size, augment=augment, randaugment=randaugment, reprob=reprob, hflip=hflip)
-    train = tvd.ImageFolder(str(dirs[0]), transform=large_image_transform(True, **kw))
-    test = tvd.ImageFolder(str(dirs[1]), transform=large_image_transform(False, **kw))
+    train = _tv("ImageFolder")(str(dirs[0]), transform=large_image_transform(True, **kw))
+    test = _tv("ImageFolder")(str(dirs[1]), transform=large_image_transform(False, **kw))
     if train.classes != test.classes:
         raise missing_error(name, [f"the same class folders in {train_dir}/ and {test_dir}/"], base, url,
                             can_download=False, alternative="digits")

@@ -92,7 +92,7 @@ def _backward_loop(gs, gv, h, derivative: Callable, tau: float | None, decay_inp
     Written without in-place ops: an in-place variant was bit-identical on plain tensors but not
     inside a Spikformer (tests/test_backends.py), so eager and compiled paths share this one."""
     gx = []
-    carry = torch.zeros_like(h[0])
+    carry = None  # gradient reaching H[t] through V[t]; None stands for zeros (nothing is built)
     last = h.shape[0] - 1
     for t in range(last, -1, -1):
         sg = derivative(h[t] - th)
@@ -102,7 +102,14 @@ def _backward_loop(gs, gv, h, derivative: Callable, tau: float | None, decay_inp
             reset_grad = 1 - (h[t] >= th).to(h.dtype)
             if not detach_reset:
                 reset_grad = reset_grad + (reset - h[t]) * sg
-        gh = gs[t] * sg + ((gv if t == last else 0) + carry) * reset_grad
+        incoming = gv if t == last else carry
+        through_spike = None if gs is None else gs[t] * sg
+        if incoming is None:
+            gh = through_spike if through_spike is not None else torch.zeros_like(h[t])
+        elif through_spike is None:
+            gh = incoming * reset_grad
+        else:
+            gh = through_spike + incoming * reset_grad
         if tau is None:
             gx.append(gh)
             carry = gh
@@ -127,11 +134,7 @@ class _FusedLIF(torch.autograd.Function):
     @staticmethod
     def backward(ctx, gs, gv):  # type: ignore[override]
         (h,) = ctx.saved_tensors
-        if gs is None:
-            gs = torch.zeros_like(h)
-        if gv is None:
-            gv = torch.zeros_like(h[0])
-        surrogate, *cfg = ctx.cfg
+        surrogate, *cfg = ctx.cfg  # gs / gv may be None (unused output): the loop skips them
         loop = _maybe_compiled(_backward_loop, _backward_loop)
         gx = loop(gs, gv, h, surrogate.derivative, *cfg)
         return gx, None, None, None, None, None, None, None

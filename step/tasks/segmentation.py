@@ -14,7 +14,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torchmetrics import Metric
 
 from step.errors import ConfigError
 from step.registry import TASKS
@@ -31,34 +30,6 @@ def collate_masks(batch: list[tuple[torch.Tensor, Any]]) -> tuple[torch.Tensor, 
         images.append(image)
         masks.append(mask.long())
     return torch.stack(images), torch.stack(masks)
-
-
-class SegmentationMetric(Metric):
-    """Confusion matrix over scored pixels; ``compute()`` -> ``{"miou", "pixel_acc"}`` in [0, 1]."""
-
-    full_state_update = False
-
-    def __init__(self, num_classes: int, ignore_index: int = 255):
-        super().__init__()
-        self.num_classes, self.ignore_index = num_classes, ignore_index
-        self.add_state("confmat", default=torch.zeros(num_classes, num_classes, dtype=torch.long), dist_reduce_fx="sum")
-
-    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
-        """``pred``: logits ``[B, K, H, W]`` or class indices ``[B, H, W]``; ``target``: ``[B, H, W]``."""
-        if pred.dim() == target.dim() + 1:
-            pred = pred.argmax(1)
-        valid = target != self.ignore_index
-        idx = target[valid] * self.num_classes + pred[valid]
-        self.confmat += torch.bincount(idx, minlength=self.num_classes**2).view(self.num_classes, self.num_classes)
-
-    def compute(self) -> dict[str, torch.Tensor]:
-        c = self.confmat.double()
-        inter = c.diag()
-        union = c.sum(0) + c.sum(1) - inter
-        present = union > 0
-        miou = (inter[present] / union[present]).mean() if bool(present.any()) else torch.tensor(float("nan"))
-        acc = inter.sum() / c.sum() if c.sum() > 0 else torch.tensor(float("nan"))
-        return {"miou": miou, "pixel_acc": acc}
 
 
 @TASKS.register("segmentation", paper="Semantic FPN (Kirillov et al., 2019) as used by Meta-SpikeFormer (ICLR 2024)")
@@ -93,11 +64,22 @@ class Segmentation:
     def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self.criterion(output, target)
 
-    def make_metrics(self, num_classes: int) -> SegmentationMetric:
+    def make_metrics(self, num_classes: int) -> "SegmentationMetric":
+        from step.tasks.seg_metric import SegmentationMetric
+
         return SegmentationMetric(num_classes, self.ignore_index)
 
-    def update_metrics(self, metrics: SegmentationMetric, output: torch.Tensor, target: torch.Tensor) -> None:
+    def update_metrics(self, metrics: "SegmentationMetric", output: torch.Tensor, target: torch.Tensor) -> None:
         metrics.update(output.detach().argmax(1), target)
 
-    def compute_metrics(self, metrics: SegmentationMetric) -> dict[str, float]:
+    def compute_metrics(self, metrics: "SegmentationMetric") -> dict[str, float]:
         return {k: 100.0 * float(v) for k, v in metrics.compute().items()}
+
+
+def __getattr__(name: str):
+    """``SegmentationMetric`` lives in :mod:`step.tasks.seg_metric` (imported on first use)."""
+    if name == "SegmentationMetric":
+        from step.tasks.seg_metric import SegmentationMetric
+
+        return SegmentationMetric
+    raise AttributeError(name)
