@@ -72,3 +72,15 @@ def test_cuda_resume_equals_uninterrupted_run_in_fp16(isolated_roots, monkeypatc
     resumed = run(compose([*extra, "trainer.resume=auto"]))
     assert resumed["resumed_from"]["epoch"] == 1
     assert resumed["history"] == full["history"]  # deterministic=true: CUDA kernels chosen deterministically
+
+
+def test_compile_neurons_flag_reaches_the_kernel_switch(isolated_roots, monkeypatch):
+    """trainer.compile_neurons sets step.neurons.kernels' switch for the run (on, then off again)."""
+    import step.neurons.kernels as kernels
+
+    calls = []
+    monkeypatch.setattr(kernels, "enable_compile", lambda on=True: calls.append(on))
+    record = run(compose([*TINY, "trainer.compile_neurons=true"]))
+    assert calls == [True] and record["compile_neurons"] is True
+    record = run(compose([*TINY]))
+    assert calls == [True, False] and record["compile_neurons"] is False

@@ -60,3 +60,19 @@ def test_default_components_match_the_cli_defaults():
     cfg = compose([])
     cli, default = build_neuron_factory(cfg), default_neuron_factory(T=cfg.T)
     assert (cli.name, cli.backend, cli.T, cli.params) == (default.name, default.backend, default.T, default.params)
+
+
+def test_freeze_qk_keeps_q_and_k_at_their_random_weights():
+    from step.attention.factory import AttentionFactory
+
+    model = MODELS.build("spikformer", num_classes=3, img_size=16, in_chans=1, depth=1, dim=16, heads=2,
+                         attention=AttentionFactory("ssa", freeze_qk=True))
+    attn = model.blocks[0].attn
+    frozen = {id(p) for p in (*attn.q.parameters(), *attn.k.parameters())}
+    assert frozen and all(not p.requires_grad for p in (*attn.q.parameters(), *attn.k.parameters()))
+    assert all(p.requires_grad for p in model.parameters() if id(p) not in frozen)
+    before = attn.q.linear.weight.clone()
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    model(torch.rand(2, 4, 1, 16, 16)).sum().backward()
+    opt.step()
+    assert torch.equal(attn.q.linear.weight, before)

@@ -70,7 +70,7 @@ def test_every_job_of_the_cpu_grid_validates(suite):
     params = dict(compose_full([f"suite={suite}", "scale=cpu"]).hydra.sweeper.params)
     params.pop("seed")
     jobs = grid(params)
-    assert len(jobs) >= 3
+    assert len(jobs) >= 2  # a suite compares at least two settings
     for job in jobs:
         cfg = compose_full([f"suite={suite}", "scale=cpu", *job])
         validate_config(cfg)

@@ -16,7 +16,8 @@ from step.registry import ATTENTIONS
 class SpikingSelfAttention(nn.Module):
     """Q, K, V = SN(BN(Linear(x))); Y = SN_{th}((Q K^T) V * scale); out = SN(BN(Linear(Y))).
 
-    No softmax. ``scale`` is 0.125 and the attention neuron's threshold ``attn_threshold`` is 0.5
+    No softmax. ``freeze_qk=True`` keeps the Q and K projections at their random initial weights
+    (the randomised-attention probe of the STEP paper). ``scale`` is 0.125 and the attention neuron's threshold ``attn_threshold`` is 0.5
     in the paper. Tokens are ``[T, B, N, D]``.
     """
 
@@ -28,6 +29,7 @@ class SpikingSelfAttention(nn.Module):
         scale: float = 0.125,
         attn_threshold: float = 0.5,
         qkv_bias: bool = True,
+        freeze_qk: bool = False,
     ):
         super().__init__()
         if dim % heads:
@@ -44,6 +46,11 @@ class SpikingSelfAttention(nn.Module):
         self.attn_lif = neuron(v_threshold=self.attn_threshold)
         self.proj = LinearBN(dim, dim, bias=True)
         self.proj_lif = neuron()
+        # The "randomised attention" ablation (STEP): Q and K keep their random initial weights.
+        self.freeze_qk = bool(freeze_qk)
+        if self.freeze_qk:
+            for p in (*self.q.parameters(), *self.k.parameters()):
+                p.requires_grad_(False)
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         T, B, N, D = x.shape

@@ -25,6 +25,7 @@ class TrainerConf:
     device: str = "auto"  # auto | cpu | cuda | cuda:N (torchrun pins each process to cuda:LOCAL_RANK)
     precision: str = "32"  # 32 | bf16 (CPU or CUDA autocast) | fp16 (CUDA autocast + GradScaler)
     compile: bool = False  # torch.compile the model
+    compile_neurons: bool = False  # torch.compile the fused IF/LIF loops (bit-identical; ~25 s first compile)
     progress: bool = True
     grad_clip: Optional[float] = None
     eval_every: int = 1  # evaluate on the test split every N epochs (and always at the end)

@@ -42,7 +42,7 @@ FINAL_STATUSES = ("ok", "diverged")
 #: config keys that do not change what a run computes (where files go, how it is watched, how it
 #: is launched); every other key must match for a checkpoint to be continued
 NON_IDENTITY = ("paths", "logger", "tags", "reference", "energy", "trainer.resume", "trainer.progress",
-                "trainer.num_workers", "trainer.device", "trainer.compile",
+                "trainer.num_workers", "trainer.device", "trainer.compile", "trainer.compile_neurons",
                 "trainer.ckpt_every")
 
 

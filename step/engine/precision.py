@@ -36,6 +36,16 @@ def make_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler | 
     return torch.amp.GradScaler("cuda") if str(precision) == "fp16" and device.type == "cuda" else None
 
 
+def set_neuron_compilation(enabled: bool) -> None:
+    """Route the fused IF/LIF loops through torch.compile for this run (``trainer.compile_neurons``).
+
+    Set at the start of every run, on or off, so one run's choice never leaks into the next.
+    """
+    from step.neurons.kernels import enable_compile
+
+    enable_compile(bool(enabled))
+
+
 def maybe_compile(model: nn.Module, enabled: bool) -> nn.Module:
     """``torch.compile(model)`` when asked (the state dict is read from the original module)."""
     return torch.compile(model) if enabled else model

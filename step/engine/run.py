@@ -27,7 +27,7 @@ from step.config.validate import validate_config
 from step.engine import builders, checkpoint, distributed
 from step.engine.loggers import RunLogger, make_logger
 from step.engine.loop import evaluate, train_one_epoch
-from step.engine.precision import autocast_factory, check_precision, make_scaler, maybe_compile
+from step.engine.precision import autocast_factory, check_precision, make_scaler, maybe_compile, set_neuron_compilation
 from step.engine.preflight import check_num_classes, check_output_paths
 from step.engine.recording import components, finish, previous_attempts
 from step.engine.report import format_summary
@@ -135,6 +135,7 @@ def _run(cfg: DictConfig, info: distributed.DistInfo, device: torch.device) -> d
               f"{info.world_size}; the data order changes, so the result is not bit-identical.", flush=True)
     run_dir = source.parent if source is not None else _run_dir(cfg)
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    set_neuron_compilation(t.compile_neurons)
     train_net = maybe_compile(distributed.wrap(model, info, device, t.sync_bn), t.compile)
     eval_net = model if info.enabled else train_net  # DDP's forward would sync over uneven test shards
     record: dict[str, Any] = {
@@ -142,7 +143,7 @@ def _run(cfg: DictConfig, info: distributed.DistInfo, device: torch.device) -> d
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "command": command_line(),
         "git_commit": git_commit(), "versions": package_versions(),
         "device": str(device) if not info.enabled else f"{device.type} x{info.world_size}",
-        "world_size": info.world_size, "precision": str(t.precision), "compile": bool(t.compile),
+        "world_size": info.world_size, "precision": str(t.precision), "compile": bool(t.compile), "compile_neurons": bool(t.compile_neurons),
         "torch_threads": torch.get_num_threads(), "seed": cfg.seed, "T": cfg.T, "params": params,
         "components": components(cfg), "metric_name": task.metric_name, "metrics": {},
         "data": {"name": bundle.name, "modality": bundle.modality, "num_classes": bundle.num_classes,
