@@ -38,7 +38,8 @@ def _progress(iterable: Iterable, enabled: bool, desc: str, total: int | None):
         return iterable
     from tqdm.auto import tqdm
 
-    return tqdm(iterable, desc=desc, total=total, leave=False, dynamic_ncols=True)
+    # disable=None: bars only on a terminal, so logs and CI output stay readable
+    return tqdm(iterable, desc=desc, total=total, leave=False, dynamic_ncols=True, disable=None)
 
 
 def _capped(loader, max_batches: int | None):
