@@ -42,7 +42,7 @@ clean: ## remove outputs of runs (keeps results/ and the venv)
 	rm -rf outputs multirun
 
 # --- experiments, suites and the leaderboard (docs/sweeps.md, docs/leaderboard.md) ---
-SUITES := attention random_qk neuron surrogate encoder shortcut timesteps temporal
+SUITES := attention random_qk patch_embed neuron surrogate encoder shortcut timesteps temporal
 REPRODUCE := reproduce-meta-spikeformer-15m-imagenet-t1 reproduce-meta-spikeformer-15m-imagenet-t4 reproduce-meta-spikeformer-31m-imagenet-t1 reproduce-meta-spikeformer-31m-imagenet-t4 reproduce-meta-spikeformer-55m-imagenet-t4 reproduce-qkformer-cifar10 reproduce-qkformer-cifar100 reproduce-qkformer-cifar10dvs reproduce-qkformer-dvsgesture reproduce-qkformer-imagenet reproduce-sdt-cifar10 reproduce-sdt-cifar100 reproduce-sdt-cifar10dvs reproduce-sdt-dvsgesture reproduce-sdt-imagenet reproduce-semm-cifar10 reproduce-semm-cifar100 reproduce-spikformer-cifar10 reproduce-spikformer-cifar100 reproduce-spikformer-cifar10dvs reproduce-spikformer-dvsgesture reproduce-spikformer-imagenet reproduce-spikformer-psmnist reproduce-spikformer-scifar10 reproduce-spikformer-smnist
 .PHONY: $(REPRODUCE) reproduce-cpu leaderboard
 

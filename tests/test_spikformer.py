@@ -76,3 +76,25 @@ def test_freeze_qk_keeps_q_and_k_at_their_random_weights():
     model(torch.rand(2, 4, 1, 16, 16)).sum().backward()
     opt.step()
     assert torch.equal(attn.q.linear.weight, before)
+
+
+@pytest.mark.parametrize("stages", [1, 2, 3, 4])
+def test_patch_embedding_depth_keeps_the_token_grid(stages):
+    from step.layers.patch_embed import pools_per_stage
+
+    model = MODELS.build("spikformer", num_classes=3, img_size=16, in_chans=1, depth=1, dim=32, heads=2,
+                         embed_stages=stages)
+    convs = [s["conv"][0] for s in model.patch_embed.stages]
+    assert len(convs) == stages
+    assert [c.out_channels for c in convs] == [32 // 2 ** (stages - 1 - i) for i in range(stages)]
+    assert sum(pools_per_stage(4, stages)) == 2  # patch 4 = two stride-2 pools, however many stages
+    assert model.forward_features(torch.rand(2, 2, 1, 16, 16)).shape == (2, 2, 16, 32)
+
+
+def test_pools_per_stage_by_hand():
+    from step.layers.patch_embed import pools_per_stage
+
+    assert pools_per_stage(4, 4) == [0, 0, 1, 1]
+    assert pools_per_stage(16, 4) == [1, 1, 1, 1]
+    assert pools_per_stage(4, 1) == [2]
+    assert pools_per_stage(16, 2) == [1, 3]

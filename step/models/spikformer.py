@@ -30,7 +30,8 @@ class SpikformerBlock(nn.Module):
 class Spikformer(nn.Module):
     """Input ``[T, B, C, H, W]`` -> logits ``[B, num_classes]`` (mean over tokens, then over T).
 
-    ``modality='sequence'`` swaps the 2-D patch splitting for its 1-D counterpart
+    ``embed_stages`` is the number of conv stages of the patch splitting (4 in the paper; the
+    STEP ablation cuts it to 1). ``modality='sequence'`` swaps the 2-D patch splitting for its 1-D counterpart
     (:class:`~step.layers.seq_embed.SpikingSeqEmbed`), taking ``[T, B, L, C]`` sequences; the
     runner sets it from the dataset, so one model class serves images, events and sequences.
     """
@@ -48,6 +49,7 @@ class Spikformer(nn.Module):
         neuron: NeuronFactory | None = None,
         attention: AttentionFactory | None = None,
         modality: str = "image",
+        embed_stages: int = 4,
     ):
         super().__init__()
         neuron, attention = resolve_components(neuron, attention)
@@ -58,7 +60,7 @@ class Spikformer(nn.Module):
         else:
             if img_size % patch_size:
                 raise ValueError(f"spikformer: img_size {img_size} is not divisible by patch_size {patch_size}")
-            self.patch_embed = SpikingPatchSplitting(in_chans, dim, patch_size, neuron)
+            self.patch_embed = SpikingPatchSplitting(in_chans, dim, patch_size, neuron, stages=embed_stages)
         self.blocks = nn.ModuleList(
             SpikformerBlock(dim, heads, mlp_ratio, neuron, attention) for _ in range(depth)
         )
