@@ -19,9 +19,7 @@ from torch import nn
 
 from step.attention.factory import AttentionFactory
 from step.attention.semm import ExpertsMixtureMLP
-from step.layers.patch_embed import SpikingPatchSplitting
-from step.models.common import init_linear_trunc_normal, resolve_components
-from step.neurons.factory import NeuronFactory
+from step.models.spikformer import Spikformer
 from step.registry import MODELS
 
 PAPER = "SEMM (Zhou et al., NeurIPS 2024); STEP's Spikformer+SEMM re-implementation"
@@ -40,43 +38,15 @@ class SemmBlock(nn.Module):
         return x + self.mlp(x, hw)
 
 
-class SemmSpikformer(nn.Module):
-    """Input ``[T, B, C, H, W]`` -> logits ``[B, num_classes]``; ``forward_features`` gives tokens ``[T, B, N, D]``."""
+class SemmSpikformer(Spikformer):
+    """Spikformer whose blocks use the SEMM expert attention (EMSA, by default) and the expert MLP
+    (EMSP). Input ``[T, B, C, H, W]`` -> logits; ``forward_features`` gives tokens ``[T, B, N, D]``."""
 
-    def __init__(
-        self,
-        num_classes: int = 10,
-        img_size: int = 32,
-        in_chans: int = 3,
-        depth: int = 4,
-        dim: int = 384,
-        heads: int = 12,
-        mlp_ratio: float = 4.0,
-        patch_size: int = 4,
-        neuron: NeuronFactory | None = None,
-        attention: AttentionFactory | None = None,
-    ):
-        super().__init__()
-        if attention is None:
-            attention = AttentionFactory("semm", expert_dim=96, num_expert=4)
-        neuron, attention = resolve_components(neuron, attention)
-        if img_size % patch_size:
-            raise ValueError(f"semm-spikformer: img_size {img_size} is not divisible by patch_size {patch_size}")
-        self.num_classes = num_classes
-        self.patch_embed = SpikingPatchSplitting(in_chans, dim, patch_size, neuron)
-        self.blocks = nn.ModuleList(SemmBlock(dim, heads, mlp_ratio, neuron, attention) for _ in range(depth))
-        self.head = nn.Linear(dim, num_classes)
-        self.apply(init_linear_trunc_normal)
+    block_cls = SemmBlock
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        hw = (x.shape[-2] // self.patch_embed.patch_size, x.shape[-1] // self.patch_embed.patch_size)
-        x = self.patch_embed(x)
-        for block in self.blocks:
-            x = block(x, hw)
-        return x  # [T, B, N, D]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.forward_features(x).mean(2).mean(0))
+    @classmethod
+    def default_attention(cls) -> AttentionFactory:
+        return AttentionFactory("semm", expert_dim=96, num_expert=4)
 
 
 MODELS.add("semm-spikformer", SemmSpikformer, paper=PAPER,

@@ -34,7 +34,17 @@ class Spikformer(nn.Module):
     STEP ablation cuts it to 1). ``modality='sequence'`` swaps the 2-D patch splitting for its 1-D counterpart
     (:class:`~step.layers.seq_embed.SpikingSeqEmbed`), taking ``[T, B, L, C]`` sequences; the
     runner sets it from the dataset, so one model class serves images, events and sequences.
+
+    Variants change ``block_cls`` (the encoder block) and :meth:`default_attention` (used when
+    the model is built without an attention factory); SEMM-Spikformer is one.
     """
+
+    block_cls: type[nn.Module] = SpikformerBlock
+
+    @classmethod
+    def default_attention(cls) -> AttentionFactory | None:
+        """The attention used when none is given (None: the platform default, ``ssa``)."""
+        return None
 
     def __init__(
         self,
@@ -52,7 +62,7 @@ class Spikformer(nn.Module):
         embed_stages: int = 4,
     ):
         super().__init__()
-        neuron, attention = resolve_components(neuron, attention)
+        neuron, attention = resolve_components(neuron, attention or self.default_attention())
         self.num_classes = num_classes
         self.modality = modality
         if modality == "sequence":
@@ -62,7 +72,7 @@ class Spikformer(nn.Module):
                 raise ValueError(f"spikformer: img_size {img_size} is not divisible by patch_size {patch_size}")
             self.patch_embed = SpikingPatchSplitting(in_chans, dim, patch_size, neuron, stages=embed_stages)
         self.blocks = nn.ModuleList(
-            SpikformerBlock(dim, heads, mlp_ratio, neuron, attention) for _ in range(depth)
+            self.block_cls(dim, heads, mlp_ratio, neuron, attention) for _ in range(depth)
         )
         self.head = nn.Linear(dim, num_classes)
         self.apply(init_linear_trunc_normal)
