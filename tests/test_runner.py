@@ -91,3 +91,11 @@ def test_parallel_appends_keep_every_row_intact(tmp_path):
 def test_row_with_unknown_column_is_refused(tmp_path):
     with pytest.raises(ValueError, match="outside the schema"):
         append_row(tmp_path / "b.csv", {"accuracy": 1})
+
+
+def test_model_label_names_settings_that_differ_from_the_registered_variant():
+    from step.engine.recording import model_label
+
+    assert model_label(compose(["model=spikformer-4-384"])) == "spikformer-4-384"
+    assert model_label(compose(["model=spikformer-4-384", "model.depth=1", "model.dim=64"])) == "spikformer-4-384[depth=1,dim=64]"
+    assert model_label(compose(["model=spikformer", "model.depth=2"])) == "spikformer"  # the generic entry fixes nothing

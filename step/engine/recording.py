@@ -15,9 +15,23 @@ from step.results.leaderboard import append_row
 from step.results.record import write_record
 
 
+def model_label(cfg: DictConfig) -> str:
+    """The model's registry name, plus the settings that differ from what that name fixes.
+
+    ``spikformer-4-384`` shrunk by ``scale=cpu`` reads ``spikformer-4-384[depth=1,dim=64,heads=4]``,
+    so a leaderboard row never claims a size that did not run.
+    """
+    from step.registry import MODELS
+
+    name = str(cfg.model.name)
+    fixed = MODELS.entry(name).defaults if name in MODELS else {}
+    changed = [f"{k}={cfg.model[k]}" for k, v in fixed.items() if k in cfg.model and cfg.model[k] != v]
+    return f"{name}[{','.join(changed)}]" if changed else name
+
+
 def components(cfg: DictConfig) -> dict[str, Any]:
     return {
-        "model": cfg.model.name, "attention": cfg.attention.name, "neuron": cfg.neuron.name,
+        "model": model_label(cfg), "attention": cfg.attention.name, "neuron": cfg.neuron.name,
         "surrogate": cfg.surrogate.name, "alpha": cfg.surrogate.get("alpha"), "encoder": cfg.encoder.name,
         "backend": cfg.backend.name, "dataset": cfg.dataset.name, "task": cfg.task.name,
     }
