@@ -59,12 +59,16 @@ class WandbLogger(RunLogger):
         self.run.log(row)
 
     def finish(self, record: dict[str, Any]) -> None:
-        layers = record.get("energy", {}).get("per_layer")
+        layers = (record.get("energy") or {}).get("per_layer")
         if layers:
             cols = list(layers[0])
-            self.run.log({"energy_per_layer": self.wandb.Table(columns=cols, data=[[r.get(c) for c in cols] for r in layers])})
-        self.run.summary.update({k: v for k, v in record.get("metrics", {}).items()})
-        self.run.summary["status"] = record.get("status")
+            cell = lambda v: v if isinstance(v, (int, float, str, bool)) or v is None else str(v)  # noqa: E731
+            rows = [[cell(r.get(c)) for c in cols] for r in layers]
+            self.run.log({"energy_per_layer": self.wandb.Table(columns=cols, data=rows)})
+        # the final record: its leaderboard row (metric, energy, params, status, ...) and the metrics
+        self.run.summary.update({k: v for k, v in record.get("leaderboard_row", {}).items() if v not in (None, "")})
+        self.run.summary.update({f"test_{k}": v for k, v in record.get("metrics", {}).items()})
+        self.run.summary["record_path"] = record.get("record_path")
         self.run.finish()
 
 
