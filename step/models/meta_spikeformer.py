@@ -42,7 +42,7 @@ from step.layers.fold import SeqModule
 from step.layers.sepconv import ChannelConv, SepConv
 from step.layers.shortcut import Residual, check_shortcut, stream_carries_spikes
 from step.models.common import resolve_components
-from step.models.sdt import SpikeDrivenMLP, init_sdt_weights
+from step.models.sdt import SDTBlock, init_sdt_weights
 from step.neurons.factory import NeuronFactory
 from step.registry import MODELS
 
@@ -76,18 +76,6 @@ class ConvBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.channel_conv(self.sepconv(x))
-
-
-class TransformerBlock(nn.Module):
-    """Transformer-based SNN block on tokens ``[T, B, N, C]``: attention, then the channel MLP."""
-
-    def __init__(self, dim: int, heads: int, mlp_ratio: float, neuron, attention: AttentionFactory, shortcut: str):
-        super().__init__()
-        self.attn = Residual(attention(dim=dim, heads=heads, neuron=neuron), shortcut, neuron)
-        self.mlp = Residual(SpikeDrivenMLP(dim, int(dim * mlp_ratio), neuron), shortcut, neuron)
-
-    def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
-        return self.mlp(self.attn(x, hw))
 
 
 def _five(values: Sequence[int], key: str) -> list[int]:
@@ -132,8 +120,8 @@ class MetaSpikeFormer(nn.Module):
         for i in range(5):
             if i < 3:
                 blocks = [ConvBlock(dims[i], neuron, shortcut, sepconv_ratio, conv_ratio) for _ in range(depths[i])]
-            else:
-                blocks = [TransformerBlock(dims[i], heads, mlp_ratio, neuron, attention, shortcut) for _ in range(depths[i])]
+            else:  # the Transformer-based block is SDT v1's block
+                blocks = [SDTBlock(dims[i], heads, mlp_ratio, neuron, attention, shortcut) for _ in range(depths[i])]
             self.stages.append(nn.ModuleList(blocks))
         self.head_lif = neuron()
         self.head = nn.Linear(dims[4], num_classes)
