@@ -43,6 +43,13 @@ def stratified_split(labels: np.ndarray, test_fraction: float, split_seed: int) 
     return np.sort(train_idx), np.sort(test_idx)
 
 
+def split_tensors(x: torch.Tensor, y: torch.Tensor, labels: np.ndarray, test_fraction: float, split_seed: int):
+    """``(train, test, info)``: TensorDatasets of the stratified split fixed by ``split_seed``."""
+    train_idx, test_idx = stratified_split(labels, test_fraction, split_seed)
+    train, test = TensorDataset(x[train_idx], y[train_idx]), TensorDataset(x[test_idx], y[test_idx])
+    return train, test, {"n_train": len(train_idx), "n_test": len(test_idx)}
+
+
 @DATASETS.register("digits", paper="scikit-learn load_digits (UCI optdigits test set)")
 def digits(root: str | None = None, img_size: int = 16, test_fraction: float = 0.2, split_seed: int = 0) -> DataBundle:
     """Embedded 8x8 handwritten digits, resized; 10 classes, 1 channel."""
@@ -53,14 +60,8 @@ def digits(root: str | None = None, img_size: int = 16, test_fraction: float = 0
     images, labels = load_digits_arrays()
     x = resize_images(images, img_size)
     y = torch.from_numpy(labels)
-    train_idx, test_idx = stratified_split(labels, test_fraction, split_seed)
+    train, test, info = split_tensors(x, y, labels, test_fraction, split_seed)
     return DataBundle(
-        name="digits",
-        train=TensorDataset(x[train_idx], y[train_idx]),
-        test=TensorDataset(x[test_idx], y[test_idx]),
-        num_classes=10,
-        in_chans=1,
-        img_size=img_size,
-        modality="image",
-        info={"n_train": len(train_idx), "n_test": len(test_idx)},
+        name="digits", train=train, test=test, num_classes=10, in_chans=1, img_size=img_size,
+        modality="image", info=info,
     )

@@ -27,10 +27,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import TensorDataset
 
 from step.data.base import DataBundle
-from step.data.digits import load_digits_arrays, resize_images, stratified_split
+from step.data.digits import load_digits_arrays, resize_images, split_tensors
 from step.data.dvs_sim import events_to_frames, pixel_thresholds, render_saccades, simulate_events, SACCADE_US
 from step.data.paths import atomic_save_npz, params_key
 from step.registry import DATASETS
@@ -108,16 +107,16 @@ def digits_dvs(
             atomic_save_npz(cache, frames=frames, labels=labels)
     x = torch.from_numpy(frames.astype(np.float32))
     y = torch.from_numpy(labels)
-    train_idx, test_idx = stratified_split(labels, test_fraction, split_seed)
+    train, test, split_info = split_tensors(x, y, labels, test_fraction, split_seed)
     return DataBundle(
         name="digits-dvs",
-        train=TensorDataset(x[train_idx], y[train_idx]),
-        test=TensorDataset(x[test_idx], y[test_idx]),
+        train=train,
+        test=test,
         num_classes=10,
         in_chans=2,
         img_size=img_size,
         modality="event",
         timesteps=timesteps,
-        info={"n_train": len(train_idx), "n_test": len(test_idx), "cache": str(cache) if cache else None,
+        info={**split_info, "cache": str(cache) if cache else None,
               "events_per_sample": float(frames.reshape(len(frames), -1).sum(1).mean()), **params},
     )
