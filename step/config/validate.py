@@ -67,8 +67,7 @@ def validate_config(cfg: DictConfig) -> None:
         registry.check_kwargs(name, params)  # raises UnknownNameError / ConfigError
 
     backend = _require_name(cfg, "backend")
-    if backend != "native" or len(BACKENDS):
-        BACKENDS.entry(backend)
+    BACKENDS.entry(backend)  # raises for an unknown backend, with the valid names
     if "energy" in cfg and cfg.energy.get("enabled", True):
         energy_name = _require_name(cfg, "energy")
         ALL_REGISTRIES["energy"].check_kwargs(energy_name, group_params(cfg, "energy"))
