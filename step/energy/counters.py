@@ -9,8 +9,10 @@ Dense MACs of one call (all samples and timesteps in it), energy.md section 1.2:
 * Norm: one multiply-add per element (folded into the previous layer at inference: not charged);
   pooling: ``out.numel() x kernel`` comparisons/adds (not charged by the SDT convention).
 
-A synaptic call adds ``value_sum x (MACs / input elements)`` accumulates: for a binary input this
-is rate x MACs (SOP = T r FL summed over the set), for integer spikes the value-weighted count.
+A synaptic call adds ``|value| sum x (MACs / input elements)`` accumulates: for a binary input this
+is rate x MACs (SOP = T r FL summed over the set), for integer spikes the value-weighted count, for
+bipolar {-1, 0, 1} spikes one add or subtract per non-zero. The per-tensor reductions live in
+:mod:`step.energy.reduce`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import torch
 from torch import nn
 
 from step.energy.ops import LayerOps
+from step.energy.reduce import Reduction, ReductionCache, ones_in_counts, popcount, twin_bits  # noqa: F401
 
 _NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm)
 _POOLS = (
@@ -60,75 +63,55 @@ def _item(value: Any) -> float:
     return float(value.item()) if isinstance(value, torch.Tensor) else float(value or 0.0)
 
 
-#: spike counts up to this value enter the bit-serial twin (T x max spike value must stay below)
-MAX_COUNT = 255
-_POPCOUNTS: dict[torch.device, torch.Tensor] = {}
+def _min(a: Any, b: Any) -> Any:
+    if a is None:
+        return b
+    return torch.minimum(a, b) if isinstance(a, torch.Tensor) else min(a, b)
 
 
-def ones_in_counts(counts: torch.Tensor) -> torch.Tensor:
-    """Total 1-bits of the integer values in ``counts`` (0..MAX_COUNT), in one histogram pass.
-
-    ``torch.histc`` has a fixed output size, so this never synchronises the device.
-    """
-    table = _POPCOUNTS.get(counts.device)
-    if table is None:
-        table = popcount(torch.arange(MAX_COUNT + 1)).to(torch.float64).to(counts.device)
-        _POPCOUNTS[counts.device] = table
-    # float64 bins: a float32 bin would stop counting at 2**24 elements
-    hist = torch.histc(counts.to(torch.float64), bins=MAX_COUNT + 1, min=-0.5, max=MAX_COUNT + 0.5)
-    return (hist * table).sum()
+def _max(a: Any, b: Any) -> Any:
+    if a is None:
+        return b
+    return torch.maximum(a, b) if isinstance(a, torch.Tensor) else max(a, b)
 
 
-def popcount(counts: torch.Tensor) -> torch.Tensor:
-    """Number of 1-bits of each non-negative integer (< 2**32) in ``counts`` (int64 SWAR)."""
-    c = counts.to(torch.int64)
-    c = c - ((c >> 1) & 0x55555555)
-    c = (c & 0x33333333) + ((c >> 2) & 0x33333333)
-    c = (c + (c >> 4)) & 0x0F0F0F0F
-    return ((c * 0x01010101) & 0xFFFFFFFF) >> 24
-
-
-def twin_bits(T: int, max_value: float) -> int:
-    """Bits that hold a spike count of up to ``T x max_value``: ceil(log2(T x max + 1))."""
-    return max(1, math.ceil(math.log2(T * max(max_value, 1.0) + 1)))
+def _and(a: Any, b: Any) -> Any:
+    if a is None:
+        return b
+    return a & b if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor) else (a and b)
 
 
 class TensorStats:
-    """Running device-side reductions of one input stream: numel, non-zeros, sum, min, max, frac."""
+    """Running sums of the :class:`~step.energy.reduce.Reduction` of one input stream."""
 
     def __init__(self) -> None:
         self.numel = 0
-        self.nnz = self.sum = self.min = self.max = self.nonint = None
+        self.nnz = self.sum = self.abs_sum = self.min = self.max = self.integer = self.ones = None
 
-    def update(self, x: torch.Tensor, s: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Accumulate ``x`` (``s``: its value sum if already known); return (non-zeros, sum)."""
-        nnz = torch.count_nonzero(x)
-        if s is None:
-            s = x.sum()
-        s = s.to(torch.float64)
-        if x.is_floating_point():
-            lo, hi = torch.aminmax(x)
-            frac = torch.frac(x).any()  # a non-integer value anywhere
-        else:
-            lo, hi, frac = x.min(), x.max(), torch.zeros((), dtype=torch.bool, device=x.device)
-        self.numel += x.numel()
-        self.nnz, self.sum = _add(self.nnz, nnz), _add(self.sum, s)
-        self.min = lo if self.min is None else torch.minimum(self.min, lo)
-        self.max = hi if self.max is None else torch.maximum(self.max, hi)
-        self.nonint = frac if self.nonint is None else self.nonint | frac
-        return nnz, s
+    def update(self, red: Reduction) -> Reduction:
+        self.numel += red.numel
+        self.nnz, self.sum, self.abs_sum = _add(self.nnz, red.nnz), _add(self.sum, red.sum), _add(self.abs_sum, red.abs_sum)
+        self.ones = _add(self.ones, red.ones)
+        self.min, self.max = _min(self.min, red.lo), _max(self.max, red.hi)
+        self.integer = _and(self.integer, red.integer)
+        return red
 
     def summary(self) -> dict[str, Any]:
+        """rate, mean, binary ({0, 1}), ternary ({-1, 0, 1}), integer (any integer spikes), signed, max."""
         if not self.numel:
-            return {"rate": None, "mean": None, "binary": False, "integer": False, "max": 0.0}
-        nnz, s, lo, hi = _item(self.nnz), _item(self.sum), _item(self.min), _item(self.max)
-        integer = lo >= 0 and not bool(self.nonint.item())
+            return {"rate": None, "mean": None, "abs_mean": None, "binary": False, "ternary": False,
+                    "integer": False, "signed": False, "max": 0.0}
+        lo, hi = _item(self.min), _item(self.max)
+        integer = bool(_item(self.integer))
         return {
-            "rate": nnz / self.numel,
-            "mean": s / self.numel,
-            "binary": lo >= 0 and hi <= 1 and s == nnz,
+            "rate": _item(self.nnz) / self.numel,
+            "mean": _item(self.sum) / self.numel,
+            "abs_mean": _item(self.abs_sum) / self.numel,
+            "binary": integer and lo >= 0 and hi <= 1,
+            "ternary": integer and -1 <= lo < 0 and hi <= 1,
             "integer": integer,
-            "max": hi,
+            "signed": lo < 0,
+            "max": max(abs(lo), abs(hi)),
         }
 
 
@@ -176,16 +159,15 @@ class LayerAccumulator(_Base):
             return float(x.numel()) * (m.out_channels // m.groups) * kernel
         return float(out.numel()) * (m.in_channels // m.groups) * kernel
 
-    def update(self, tensors: list[torch.Tensor], out: torch.Tensor, steps: int, batch: int) -> None:
+    def update(self, tensors: list[torch.Tensor], out: torch.Tensor, steps: int, batch: int,
+               cache: ReductionCache | None = None) -> None:
         x = tensors[0].detach()
         macs = self.call_macs(x, out)
-        # per-position spike counts over the T steps: the activations of the bit-serial twin
-        counts = x.reshape(steps, -1).sum(0) if steps > 1 else x.reshape(-1)
-        _, s = self.stats.update(x, counts.sum())
+        red = self.stats.update(cache.reduce(x, steps) if cache is not None else ReductionCache(0).reduce(x, steps))
         per_elem = macs / max(x.numel(), 1)
-        self.sop = _add(self.sop, s * per_elem)
-        ones = ones_in_counts(counts)  # meaningful only for integer inputs
-        self.ones = _add(self.ones, ones.to(torch.float64) * per_elem)
+        # each spike of value v (sign included) drives |v| accumulates per fan-out
+        self.sop = _add(self.sop, red.abs_sum * per_elem)
+        self.ones = _add(self.ones, red.ones * per_elem)  # bit-serial twin: per-position spike counts
         self.macs_exec += macs
         self.macs_step += macs / steps
         self.steps_total += steps * batch
@@ -197,20 +179,21 @@ class LayerAccumulator(_Base):
 
     def finish(self, n: int, T: int) -> LayerOps:
         st = self.stats.summary()
-        spike_like = st["binary"] or st["integer"]
+        spike_like = st["integer"]
         params, bias_params, kernel = self.geometry()
         row = LayerOps(
             name=self.name, type=self.type, kind=self.kind, order=self.order or 0,
             output_shape=self.output_shape, steps=self.steps_total / n, macs=self.macs_step / n,
             macs_executed=self.macs_exec / n, input_rate=st["rate"], input_mean=st["mean"],
-            binary=st["binary"], integer=st["integer"], bias_adds=self.bias / n, params=params,
+            binary=st["binary"], ternary=st["ternary"], integer=st["integer"], signed=st["signed"],
+            bias_adds=self.bias / n, params=params,
             bias_params=bias_params, kernel=kernel, n_in=self.n_in / n, n_out=self.n_out / n,
         )
         if spike_like:
             row.sops = _item(self.sop) / n
-            row.input_spikes = st["mean"] * self.stats.numel / n
+            row.input_spikes = st["abs_mean"] * self.stats.numel / n
             row.bitserial_acs = _item(self.ones) / n
-            row.twin_bits = twin_bits(T, st["max"])
+            row.twin_bits = twin_bits(T, st["max"], st["signed"])
             if row.macs and row.n_in:  # 1-bits per activation = bit-serial ACs / fan-out
                 row.bit_density = row.bitserial_acs / (row.macs / row.n_in) / (row.twin_bits * row.n_in)
         else:
@@ -227,16 +210,25 @@ class MatMulAccumulator(_Base):
         self.macs_exec = self.macs_step = 0.0
         self.exact = self.sop_a = self.sop_b = None
 
-    def update(self, tensors: list[torch.Tensor], out: torch.Tensor, steps: int, batch: int) -> None:
+    def update(self, tensors: list[torch.Tensor], out: torch.Tensor, steps: int, batch: int,
+               cache: ReductionCache | None = None) -> None:
         a, b = tensors[0].detach(), tensors[1].detach()
         hadamard = getattr(self.module, "mode", "matmul") == "hadamard"
         macs = float(out.numel()) * (1 if hadamard else a.shape[-1])
-        _, sa = self.a.update(a)
-        _, sb = self.b.update(b)
-        # for two binary operands every product term is an AND; the output sums the non-zero ones
-        self.exact = _add(self.exact, out.sum().to(torch.float64))
-        self.sop_a = _add(self.sop_a, sa * (macs / max(a.numel(), 1)))
-        self.sop_b = _add(self.sop_b, sb * (macs / max(b.numel(), 1)))
+        cache = cache if cache is not None else ReductionCache(0)
+        ra = self.a.update(cache.reduce(a, steps))
+        rb = self.b.update(cache.reduce(b, steps))
+        # for two spike operands every non-zero product term is one add (or subtract for signed
+        # spikes): sum_ij |a_ik| |b_kj| = sum_k (column sum of |a|)_k (row sum of |b|)_k, exact
+        a_mag = a.abs() if _maybe_negative(ra) else a
+        b_mag = b.abs() if _maybe_negative(rb) else b
+        if hadamard:
+            terms = (a_mag * b_mag).sum(dtype=torch.float64)
+        else:
+            terms = (a_mag.sum(-2, dtype=torch.float64) * b_mag.sum(-1, dtype=torch.float64)).sum()
+        self.exact = _add(self.exact, terms)
+        self.sop_a = _add(self.sop_a, ra.abs_sum * (macs / max(a.numel(), 1)))
+        self.sop_b = _add(self.sop_b, rb.abs_sum * (macs / max(b.numel(), 1)))
         self.macs_exec += macs
         self.macs_step += macs / steps
         self.steps_total += steps * batch
@@ -248,13 +240,15 @@ class MatMulAccumulator(_Base):
             name=self.name, type=self.type, kind=self.kind, order=self.order or 0,
             output_shape=self.output_shape, steps=self.steps_total / n, macs=self.macs_step / n,
             macs_executed=self.macs_exec / n, input_rate=sa["rate"], input_mean=sa["mean"],
-            binary=sa["binary"], integer=sa["integer"], input_rate_b=sb["rate"], binary_b=sb["binary"],
+            binary=sa["binary"], ternary=sa["ternary"], integer=sa["integer"], signed=sa["signed"],
+            input_rate_b=sb["rate"], binary_b=sb["binary"],
         )
-        if sa["binary"] and sb["binary"]:
-            row.sops = _item(self.exact) / n  # exact count of AND operations that fire
-        elif sa["binary"] or sb["binary"]:
-            # one binary operand: each of its spikes selects entries of the other to add
-            row.sops = (_item(self.sop_a) if sa["binary"] else _item(self.sop_b)) / n
+        unit_a, unit_b = sa["binary"] or sa["ternary"], sb["binary"] or sb["ternary"]
+        if unit_a and unit_b:
+            row.sops = _item(self.exact) / n  # exact count of the non-zero product terms
+        elif unit_a or unit_b:
+            # one unit-spike operand: each of its spikes selects entries of the other to add
+            row.sops = (_item(self.sop_a) if unit_a else _item(self.sop_b)) / n
         elif sa["integer"] and sb["integer"]:
             row.sops = min(_item(self.sop_a), _item(self.sop_b)) / n  # value-weighted, smaller side
         elif sa["integer"] or sb["integer"]:
@@ -262,6 +256,11 @@ class MatMulAccumulator(_Base):
         else:
             row.nonspike_macs_once = row.nonspike_macs_per_step = row.macs_executed
         return row
+
+
+def _maybe_negative(red: Reduction) -> bool:
+    """True unless the reduction proves every value non-negative (device reductions: always True)."""
+    return isinstance(red.lo, torch.Tensor) or red.lo < 0
 
 
 class NeuronAccumulator(_Base):
@@ -272,13 +271,14 @@ class NeuronAccumulator(_Base):
         self.updates = self.neurons = 0.0
         self.nnz = self.sum = None
 
-    def update(self, tensors: list[torch.Tensor], out: torch.Tensor, steps: int, batch: int) -> None:
+    def update(self, tensors: list[torch.Tensor], out: torch.Tensor, steps: int, batch: int,
+               cache: ReductionCache | None = None) -> None:
         self.updates += float(out.numel())
         self.neurons += out.numel() / steps
-        nnz = torch.count_nonzero(out)
-        self.nnz = _add(self.nnz, nnz)
-        binary = getattr(self.module, "max_spike", None) == 1  # then the spike count is the sum
-        self.sum = _add(self.sum, nnz if binary else out.sum().to(torch.float64))
+        # reduced once and shared with the layers that read these spikes next
+        red = (cache if cache is not None else ReductionCache(0)).reduce(out, steps)
+        self.nnz = _add(self.nnz, red.nnz)
+        self.sum = _add(self.sum, red.abs_sum)  # spikes, value-weighted (|v| for signed spikes)
         self.steps_total += steps * batch
         self.output_shape = self._per_sample_shape(out, steps, batch)
 
@@ -301,7 +301,8 @@ class ElementAccumulator(_Base):
         super().clear()
         self.ops = 0.0
 
-    def update(self, tensors: list[torch.Tensor], out: torch.Tensor, steps: int, batch: int) -> None:
+    def update(self, tensors: list[torch.Tensor], out: torch.Tensor, steps: int, batch: int,
+               cache: ReductionCache | None = None) -> None:
         if self.kind == "pool":
             m = self.module
             kernel = getattr(m, "kernel_size", None)

@@ -8,10 +8,11 @@ Usage (the runner's evaluation loop)::
             model(x)
     report = meter.report()
 
-Every hook reduces its tensors with a few cheap reductions (non-zero count, sum, min/max, a
-fractional-part test and a popcount of per-position spike counts) that stay on the tensor's
-device; nothing is synchronised until :meth:`EnergyMeter.report`. Binariness is decided from the
-accumulated reductions: values lie in {0, 1} iff min >= 0, max <= 1 and sum == non-zero count.
+Every hook reduces its tensors with a few cheap reductions (:mod:`step.energy.reduce`: non-zero
+count, sums, min/max, an integer test and a popcount of per-position spike counts). On accelerators
+they stay on the device and nothing is synchronised until :meth:`EnergyMeter.report`; on the CPU
+they branch on their values so that binary spikes take the cheapest path. A tensor read by several
+modules (Q, K and V reading one spike map; a layer reading its neuron's spikes) is reduced once.
 
 Time handling: layers see time-major ``[T, B, ...]`` inputs or time folded into the batch
 (``[T*B, ...]``, :class:`step.layers.SeqModule`; ``[T*B*N, C]``, :class:`step.layers.LinearBN`).
@@ -34,6 +35,7 @@ from step.energy.counters import (
     classify,
 )
 from step.energy.ops import OpTable
+from step.energy.reduce import ReductionCache
 from step.errors import StepError
 
 
@@ -57,6 +59,7 @@ class EnergyMeter:
         self._handles: list[Any] = []
         self._accumulators: dict[nn.Module, Any] = {}
         self._batch: int | None = None
+        self._cache = ReductionCache()
         self.n_samples = 0
         self._calls = 0
         for name, module in _countable_modules(model):
@@ -84,6 +87,7 @@ class EnergyMeter:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+        self._cache.clear()
 
     def _count_batch(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         x = next((a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)), None)
@@ -96,6 +100,7 @@ class EnergyMeter:
             )
         self._batch = int(x.shape[1] if self.time_major else x.shape[0])
         self.n_samples += self._batch
+        self._cache.clear()
 
     def _steps(self, x: torch.Tensor) -> int:
         """T if this call processes every timestep (time-major or time folded into rows), else 1."""
@@ -119,7 +124,7 @@ class EnergyMeter:
             acc.order = self._calls
             self._calls += 1
         with torch.no_grad():
-            acc.update(tensors, output.detach(), self._steps(tensors[0]), self._batch)
+            acc.update(tensors, output.detach(), self._steps(tensors[0]), self._batch, self._cache)
 
     # -- results ----------------------------------------------------------------------------
     def reset(self) -> None:

@@ -8,7 +8,8 @@ energy constants. Notation follows ``shared/reference/energy.md`` section 1:
   SpikeFormer eq. 21/22, with groups and token counts included; bias adds are kept apart).
 * ``sops`` are the synaptic operations (accumulates) of a spike-driven layer for one inference:
   SOP_l = T x r_l x FL_l (SDT V1/V2 appendix), value-weighted for integer spikes (a value v counts
-  as v unit spikes), and the exact AND count for products of two binary tensors.
+  as |v| unit spikes: a bipolar -1 spike is one subtract), and the exact count of non-zero product
+  terms for products of two binary or ternary tensors.
 * ``nonspike_macs`` are MACs executed on non-binary inputs (encoder, mean-pooled head, integer-
   free real-valued maps); the encoding layer is charged once per inference or once per timestep.
 """
@@ -38,7 +39,9 @@ class LayerOps:
     input_rate: float | None = None  # non-zero fraction of the input (ratio of sums over T, B, set)
     input_mean: float | None = None  # mean input value (= rate for binary; spikes per element)
     binary: bool = False  # every input value in {0, 1}
-    integer: bool = False  # every input value a non-negative integer (multi-bit spikes)
+    ternary: bool = False  # every input value in {-1, 0, 1} with some -1 (bipolar spikes)
+    integer: bool = False  # every input value an integer (binary, ternary or multi-bit spikes)
+    signed: bool = False  # some input value is negative
     input_rate_b: float | None = None  # matmul: the second operand's non-zero fraction
     binary_b: bool | None = None  # matmul: the second operand is binary
     sops: float = 0.0

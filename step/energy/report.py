@@ -107,7 +107,8 @@ class EnergyReport:
                 "per": "inference (one sample); SOPs include the factor T",
                 "sop": "T x input rate x dense MACs (value-weighted for integer spikes); exact AND count "
                        "for binary x binary products; rate of the binary operand x m k n for binary x real",
-                "binary_test": "run time: every input value in {0, 1}; integer spikes: non-negative integers",
+                "binary_test": "run time: binary = every input value in {0, 1}; ternary = in {-1, 0, 1}; integer spikes: "
+                               "integer values (a value v is |v| accumulates)",
                 "encoder": "first synaptic layer with a real-valued input; MACs once per inference "
                            "(SDT) or once per timestep (syops); both figures under 'encoder_conventions'",
                 "norm": "BatchNorm folded into the preceding layer (norm_ops reported, not charged)",
@@ -152,9 +153,18 @@ def format_layer_table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         rate = "" if r.get("input_rate") is None else f"{r['input_rate']:.4f}"
         out = "" if r.get("output_rate") is None else f"{r['output_rate']:.4f}"
-        binary = "" if r.get("kind") not in ("conv", "linear", "matmul") else ("int" if r.get("integer") and not r.get("binary") else ("yes" if r.get("binary") else "no"))
+        binary = "" if r.get("kind") not in ("conv", "linear", "matmul") else _spike_kind(r)
         lines.append(
             f"{str(r['name'])[:34]:<34} {str(r['type'])[:16]:<16} {r.get('macs', 0):>12.4g} {rate:>8} "
             f"{binary:>4} {r.get('sops', 0):>12.4g} {out:>8} {r.get('energy_pj', 0):>12.4g}"
         )
     return "\n".join(lines)
+
+
+def _spike_kind(row: dict) -> str:
+    """The 'bin' column: yes (binary), ter (bipolar), int (multi-bit spikes) or no (real values)."""
+    if row.get("binary"):
+        return "yes"
+    if row.get("ternary"):
+        return "ter"
+    return "int" if row.get("integer") else "no"

@@ -1,0 +1,177 @@
+"""Reduce one tensor to the statistics the energy counters need, once per tensor.
+
+For a tensor ``x`` read by a layer (or emitted by a neuron) that runs ``steps`` times per inference:
+
+* ``numel``, ``nnz`` (non-zeros), ``sum`` and ``abs_sum`` (value sums; they differ for signed spikes),
+* ``lo`` / ``hi`` (extremes) and ``integer`` (no fractional value anywhere),
+* ``ones``: the 1-bits of the per-position spike counts ``|sum over the steps|``, the activations of the
+  bit-serial integer twin (meaningful only for integer inputs).
+
+Binary means ``integer and 0 <= lo and hi <= 1``; ternary (bipolar spikes) ``integer and -1 <= lo < 0
+and hi <= 1``.
+
+Two implementations give the same numbers:
+
+* on the CPU the reductions branch on their values (a "synchronisation" costs nothing there), so a
+  binary tensor needs only ``aminmax``, one sum over the steps, one ``x - x^2`` test and a
+  ``bincount`` of the counts; ``count_nonzero`` (slow on the CPU) runs only for non-binary inputs.
+  For ``x`` in ``[0, 1]``, ``x - x^2 >= 0`` with equality exactly at 0 and 1, and it stays strictly
+  positive in float32 for every other value, so "the sum of ``x - x^2`` is zero" is an exact binary test.
+* on accelerators everything stays a device tensor, so counting never synchronises the device.
+
+:class:`ReductionCache` keeps the reductions of the last few tensors (by storage address, size and
+layout, holding a reference so the address cannot be reused) so that Q, K and V reading the same
+spikes, or a layer reading the spikes its neuron just emitted, reduce them once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+#: popcount of 0..255, per device
+_POPCOUNT_TABLES: dict[torch.device, torch.Tensor] = {}
+#: above this count the CPU path uses an exact SWAR popcount instead of a 256-bin histogram
+MAX_BINCOUNT = 255
+
+
+def popcount(counts: torch.Tensor) -> torch.Tensor:
+    """Number of 1-bits of each non-negative integer (< 2**32) in ``counts`` (int64 SWAR)."""
+    c = counts.to(torch.int64)
+    c = c - ((c >> 1) & 0x55555555)
+    c = (c & 0x33333333) + ((c >> 2) & 0x33333333)
+    c = (c + (c >> 4)) & 0x0F0F0F0F
+    return ((c * 0x01010101) & 0xFFFFFFFF) >> 24
+
+
+def _table(device: torch.device) -> torch.Tensor:
+    table = _POPCOUNT_TABLES.get(device)
+    if table is None:
+        table = popcount(torch.arange(MAX_BINCOUNT + 1)).to(torch.float64).to(device)
+        _POPCOUNT_TABLES[device] = table
+    return table
+
+
+def ones_in_counts(counts: torch.Tensor) -> torch.Tensor:
+    """Total 1-bits of the integer values in ``counts`` (0..255), in one histogram pass.
+
+    ``torch.histc`` has a fixed output size, so this never synchronises the device; float64 bins
+    because a float32 bin stops counting at 2**24 elements.
+    """
+    hist = torch.histc(counts.to(torch.float64), bins=MAX_BINCOUNT + 1, min=-0.5, max=MAX_BINCOUNT + 0.5)
+    return (hist * _table(counts.device)).sum()
+
+
+def _ones_cpu(counts: torch.Tensor, max_count: float) -> float:
+    """Exact 1-bit total of non-negative integer ``counts`` on the CPU (any size of value)."""
+    if max_count <= MAX_BINCOUNT:
+        hist = torch.bincount(counts.to(torch.uint8).reshape(-1), minlength=MAX_BINCOUNT + 1)
+        return float((hist.to(torch.float64) * _table(counts.device)).sum())
+    return float(popcount(counts).sum())
+
+
+@dataclass
+class Reduction:
+    """Statistics of one tensor; fields are floats (CPU) or 0-d device tensors (accelerators)."""
+
+    numel: int
+    nnz: Any
+    sum: Any
+    abs_sum: Any
+    lo: Any
+    hi: Any
+    integer: Any  # bool, or a 0-d bool tensor
+    ones: Any  # 1-bits of the per-position |spike counts|; 0 where not integer
+
+
+def _steps_view(x: torch.Tensor, steps: int) -> torch.Tensor:
+    return x.reshape(steps, -1).sum(0) if steps > 1 else x.reshape(-1)
+
+
+def _reduce_cpu(x: torch.Tensor, steps: int) -> Reduction:
+    if not x.is_floating_point():
+        x = x.to(torch.float32)
+    lo_t, hi_t = torch.aminmax(x)
+    lo, hi = float(lo_t), float(hi_t)
+    counts = _steps_view(x, steps)  # exact for spikes: each entry sums at most `steps` small integers
+    s = float(counts.sum(dtype=torch.float64))
+    if 0.0 <= lo and hi <= 1.0:
+        binary = float(torch.addcmul(x, x, x, value=-1).sum()) == 0.0  # x - x^2 vanishes only at 0 and 1
+        if binary:
+            ones = _ones_cpu(counts, steps) if hi > 0 else 0.0
+            return Reduction(x.numel(), s, s, s, lo, hi, True, ones)
+    nnz = float(torch.count_nonzero(x))
+    integer = not bool(torch.frac(x).any())
+    abs_sum = s if lo >= 0 else float(x.abs().sum(dtype=torch.float64))
+    ones = 0.0
+    if integer:
+        mags = counts.abs() if lo < 0 else counts
+        ones = _ones_cpu(mags, float(mags.max()) if mags.numel() else 0.0)
+    return Reduction(x.numel(), nnz, s, abs_sum, lo, hi, integer, ones)
+
+
+def _reduce_device(x: torch.Tensor, steps: int) -> Reduction:
+    if not x.is_floating_point():
+        x = x.to(torch.float32)
+    lo, hi = torch.aminmax(x)
+    counts = _steps_view(x, steps)
+    s = counts.sum(dtype=torch.float64)
+    abs_sum = x.abs().sum(dtype=torch.float64)
+    integer = ~torch.frac(x).any()
+    ones = ones_in_counts(counts.abs()) * integer  # histc: fixed size, no synchronisation
+    return Reduction(x.numel(), torch.count_nonzero(x), s, abs_sum, lo, hi, integer, ones)
+
+
+def reduce_tensor(x: torch.Tensor, steps: int = 1) -> Reduction:
+    """The :class:`Reduction` of ``x`` read ``steps`` times per inference (``x`` holds the steps)."""
+    x = x.detach()
+    if x.numel() == 0:
+        return Reduction(0, 0.0, 0.0, 0.0, 0.0, 0.0, True, 0.0)
+    if steps > 1 and x.numel() % steps:
+        steps = 1
+    return _reduce_cpu(x, steps) if x.device.type == "cpu" else _reduce_device(x, steps)
+
+
+class ReductionCache:
+    """Reductions of the most recent tensors, so that a tensor read by several modules is reduced once.
+
+    Keys are (storage address, element count, dtype, device, steps) of contiguous tensors: a reshape
+    of the same memory (``[T, B, N, C]`` -> ``[T*B*N, C]``) has the same elements in the same order,
+    hence the same reduction. Each entry holds its tensor, so its memory cannot be freed and
+    reused by another tensor while the entry lives; ``size`` bounds the extra memory kept alive.
+    """
+
+    def __init__(self, size: int = 6):
+        self.size = int(size)
+        self._entries: OrderedDict[tuple, tuple[torch.Tensor, Reduction]] = OrderedDict()
+        self.hits = self.misses = 0
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def reduce(self, x: torch.Tensor, steps: int = 1) -> Reduction:
+        x = x.detach()
+        if not x.is_contiguous() or self.size <= 0:
+            self.misses += 1
+            return reduce_tensor(x, steps)
+        key = (x.data_ptr(), x.numel(), x.dtype, x.device, steps)
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._entries.move_to_end(key)
+            self.hits += 1
+            return entry[1]
+        self.misses += 1
+        red = reduce_tensor(x, steps)
+        self._entries[key] = (x, red)
+        if len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+        return red
+
+
+def twin_bits(T: int, max_value: float, signed: bool = False) -> int:
+    """Bits that hold a spike count of up to ``T x max_value`` (plus a sign bit for signed spikes)."""
+    return max(1, math.ceil(math.log2(T * max(max_value, 1.0) + 1))) + (1 if signed else 0)
