@@ -1,5 +1,7 @@
 """Event datasets written in the formats tonic reads, loaded through the real tonic path."""
 
+import struct
+
 import numpy as np
 import pytest
 import torch
@@ -16,6 +18,32 @@ def nmnist_bytes(x, y, p, t):
     raw[:, 2] = (np.asarray(p) << 7) | ((t >> 16) & 127)
     raw[:, 3], raw[:, 4] = (t >> 8) & 255, t & 255
     return raw.tobytes()
+
+
+def aedat4_bytes(x, y, p, t, width=128, height=128):
+    """An AEDAT 4.0 file (DV's format, CIFAR10-DVS's release): magic line, the IOHeader flatbuffer
+    (no compression; an XML description with one EVTS stream of width x height) and one packet
+    holding a size-prefixed EventPacket flatbuffer of Event structs {t: i64, x: i16, y: i16, on: bool}.
+    """
+    desc = ('<dv version="2.0"><node name="outInfo" path="/mainloop/Recorder/outInfo/">'
+            '<node name="0" path="/mainloop/Recorder/outInfo/0/">'
+            '<attr key="typeIdentifier" type="string">EVTS</attr>'
+            '<node name="info" path="/mainloop/Recorder/outInfo/0/info/">'
+            f'<attr key="sizeX" type="int">{width}</attr><attr key="sizeY" type="int">{height}</attr>'
+            '</node></node></node></dv>').encode()
+    # IOHeader: root offset, "IOHE", vtable (10 bytes: compression and data position left at their
+    # defaults, description at +4) padded to 12, then the table (soffset 12 back to the vtable)
+    header = struct.pack("<I4s", 20, b"IOHE") + struct.pack("<5H", 10, 8, 0, 0, 4) + b"\0\0"
+    header += struct.pack("<iI", 12, 4) + struct.pack("<I", len(desc)) + desc + b"\0"
+    header += b"\0" * (-len(header) % 4)
+    # EventPacket: root offset, "EVTS", vtable (elements at +4), table, vector length at an offset
+    # that puts the 16-byte, 8-aligned structs on an 8-byte boundary of the size-prefixed buffer
+    body = struct.pack("<I4s", 16, b"EVTS") + struct.pack("<3H", 6, 8, 4) + b"\0\0"
+    body += struct.pack("<iI", 8, 4) + struct.pack("<I", len(x))
+    body += b"".join(struct.pack("<qhh?3x", ti, xi, yi, bool(pi)) for xi, yi, pi, ti in zip(x, y, p, t))
+    packet = struct.pack("<I", len(body)) + body
+    return (b"#!AER-DAT4.0\r\n" + struct.pack("<I", len(header)) + header
+            + struct.pack("<II", 0, len(packet)) + packet)
 
 
 # events (x, y, p, t): the first two fall in time bin 0 of 2, the third in bin 1
@@ -93,6 +121,26 @@ def test_n_caltech101_per_class_split(tmp_path):
     assert x[0, 1, 0, 0] == 1 and x[0, 0, int(2 * 240 / 180), 2] == 1
 
 
+def test_cifar10_dvs_aedat4_files(tmp_path):
+    pytest.importorskip("aedat")
+    for cls in ("airplane", "truck"):
+        folder = tmp_path / "CIFAR10DVS" / cls
+        folder.mkdir(parents=True)
+        for i in range(10):
+            (folder / f"cifar10_{cls}_{i}.aedat4").write_bytes(aedat4_bytes(*EVENTS))
+    bundle = DATASETS.build("cifar10-dvs", root=str(tmp_path), timesteps=2, img_size=128)
+    # CIFAR-10's label order whatever classes are present: airplane 0, truck 9
+    assert bundle.modality == "event" and bundle.in_chans == 2 and bundle.num_classes == 10
+    assert bundle.info["classes"][0] == "airplane" and bundle.info["classes"][9] == "truck"
+    assert (len(bundle.train), len(bundle.test)) == (18, 2)
+    assert sorted(y for _, y in (bundle.test[i] for i in range(2))) == [0, 9]
+    x, _ = bundle.test[0]
+    check_two_bin_frames(x, 128)
+    assert list((tmp_path / "cache").rglob("*.npy"))  # binned frames cached on first read
+    half = DATASETS.build("cifar10-dvs", root=str(tmp_path), timesteps=2, img_size=64, cache=False)
+    check_two_bin_frames(half.train[0][0], 64, scale=0.5)
+
+
 def test_shd_h5_as_sequences(tmp_path):
     h5py = pytest.importorskip("h5py")
     folder = tmp_path / "SHD"
@@ -128,3 +176,29 @@ def test_missing_event_dataset_message(tmp_path, name, expected, url, alt):
     assert expected in msg and str(tmp_path) in msg and url in msg
     assert "dataset.download=true" in msg and f"dataset={alt}" in msg
     assert not any(tmp_path.iterdir())  # nothing was downloaded or written
+
+
+def test_event_download_true_reaches_tonic_and_failures_give_one_message(tmp_path, monkeypatch):
+    """dataset.download=true hands over to tonic's fetcher (stubbed: this machine is offline)."""
+    import urllib.error
+
+    import tonic.dataset
+
+    fetched = []
+
+    def fake_fetch(url, download_root, filename=None, md5=None, **_):
+        fetched.append(filename)
+        if not any(tmp_path.glob("NMNIST/*/*")):
+            write_nmnist(tmp_path)
+
+    monkeypatch.setattr(tonic.dataset, "download_and_extract_archive", fake_fetch)
+    bundle = DATASETS.build("nmnist", root=str(tmp_path), timesteps=2, download=True, cache=False)
+    assert "train.zip" in fetched and (len(bundle.train), len(bundle.test)) == (2, 1)
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(tonic.dataset, "download_and_extract_archive", offline)
+    with pytest.raises(DatasetMissingError, match="fetching it failed .URLError") as err:
+        DATASETS.build("dvs-gesture", root=str(tmp_path / "empty"), download=True)
+    assert "dataset=digits-dvs" in str(err.value)

@@ -2,6 +2,7 @@
 
 import pickle
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -170,3 +171,37 @@ def test_build_mixup_mixes_images_and_smoothed_targets():
     expected0[3] = lam * off + (1 - lam) * on
     torch.testing.assert_close(ym[0], expected0)
     torch.testing.assert_close(ym.sum(1), torch.ones(4))
+
+
+def test_download_true_fetches_from_the_official_url(tmp_path, monkeypatch):
+    """dataset.download=true reaches torchvision's fetcher (stubbed: this machine is offline)."""
+    import torchvision.datasets.cifar as tv_cifar
+
+    fetched = []
+
+    def fake_fetch(url, download_root, filename=None, md5=None, **_):
+        fetched.append((url, filename))
+        write_cifar10(Path(download_root))
+
+    monkeypatch.setattr(tv_cifar, "download_and_extract_archive", fake_fetch)
+    bundle = DATASETS.build("cifar10", root=str(tmp_path), download=True)
+    assert fetched == [("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", "cifar-10-python.tar.gz")]
+    assert len(bundle.train) == 5 * 4 and len(bundle.test) == 4
+    again = DATASETS.build("cifar10", root=str(tmp_path), download=True)  # present: nothing fetched again
+    assert len(fetched) == 1 and len(again.test) == 4
+
+
+def test_failed_download_gives_the_missing_dataset_message(tmp_path, monkeypatch):
+    import urllib.error
+
+    import torchvision.datasets.cifar as tv_cifar
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(tv_cifar, "download_and_extract_archive", offline)
+    with pytest.raises(DatasetMissingError) as err:
+        DATASETS.build("cifar10", root=str(tmp_path), download=True)
+    msg = str(err.value)
+    assert "download=true was set but fetching it failed" in msg and "URLError" in msg
+    assert "https://www.cs.toronto.edu/~kriz/cifar.html" in msg and "dataset=digits" in msg

@@ -34,7 +34,7 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 from step.data.base import DataBundle
-from step.data.paths import data_root, missing_error, params_key
+from step.data.paths import data_root, download_guard, missing_error, params_key
 from step.errors import StepError
 from step.registry import DATASETS
 
@@ -135,8 +135,9 @@ def _two_split_set(name, cls, base, folders, suffix, url, sensor_wh, num_classes
     reader = cls if download else _offline(cls)
     transform = _frame_transform(sensor_wh, img_size, timesteps, split_by)
     key = {"timesteps": timesteps, "img_size": img_size, "split_by": split_by}
-    train = reader(str(base), train=True, transform=transform)
-    test = reader(str(base), train=False, transform=transform)
+    with download_guard(name, [f"{f}/.../*{suffix}" for f in folders], location, url, alternative, download):
+        train = reader(str(base), train=True, transform=transform)
+        test = reader(str(base), train=False, transform=transform)
     return _event_bundle(
         name, FrameCache(train, _cache_dir(base, name, key, "train", cache)),
         FrameCache(test, _cache_dir(base, name, key, "test", cache)), num_classes, img_size, timesteps, split_by=split_by,
@@ -166,9 +167,13 @@ def dvs_gesture(root: str, download: bool = False, timesteps: int = 16, img_size
 
 
 def _one_split_set(name, reader, base, location, url, sensor_wh, timesteps, img_size, split_by, train_fraction, cache,
-                   label_of: Callable | None = None, exclude: tuple[str, ...] = ()):
+                   suffix: str, download: bool, label_of: Callable | None = None, exclude: tuple[str, ...] = (),
+                   class_names: list[str] | None = None):
+    """One folder of recordings split per class; ``class_names``: a fixed label set (the reader's
+    targets are already indices into it), else the classes found, indexed by ``label_of``."""
     key = {"timesteps": timesteps, "img_size": img_size, "split_by": split_by}
-    full = reader(str(base), transform=_frame_transform(sensor_wh, img_size, timesteps, split_by))
+    with download_guard(name, [f"<class>/*{suffix}"], location, url, "digits-dvs", download):
+        full = reader(str(base), transform=_frame_transform(sensor_wh, img_size, timesteps, split_by))
     keep = [i for i, t in enumerate(full.targets) if str(t) not in exclude]
     full.data, full.targets = [full.data[i] for i in keep], [full.targets[i] for i in keep]
     targets = list(full.targets)
@@ -177,8 +182,9 @@ def _one_split_set(name, reader, base, location, url, sensor_wh, timesteps, img_
         full.target_transform = label_of(classes)
     train_idx, test_idx = _per_class_split(list(full.data), targets, train_fraction)
     cached = FrameCache(full, _cache_dir(base, name, key, "all", cache))
-    return _event_bundle(name, Subset(cached, train_idx), Subset(cached, test_idx), len(classes), img_size, timesteps,
-                         split_by=split_by, train_fraction=train_fraction, classes=[str(c) for c in classes])
+    names = list(class_names) if class_names is not None else [str(c) for c in classes]
+    return _event_bundle(name, Subset(cached, train_idx), Subset(cached, test_idx), len(names), img_size, timesteps,
+                         split_by=split_by, train_fraction=train_fraction, classes=names)
 
 
 @DATASETS.register("cifar10-dvs", paper="Li et al. 2017 (CIFAR10-DVS)")
@@ -199,7 +205,7 @@ def cifar10_dvs(root: str, download: bool = False, timesteps: int = 10, img_size
                         "installed: pip install aedat") from None
     reader = CIFAR10DVS if download else _offline(CIFAR10DVS)
     return _one_split_set("cifar10-dvs", reader, base, location, url, (128, 128), timesteps, img_size, split_by,
-                          train_fraction, cache)
+                          train_fraction, cache, ".aedat4", download, class_names=sorted(CIFAR10DVS.classes, key=CIFAR10DVS.classes.get))
 
 
 class _ClassIndex:
@@ -223,7 +229,7 @@ def n_caltech101(root: str, download: bool = False, timesteps: int = 10, img_siz
         raise missing_error("n-caltech101", ["<class>/*.bin (accordion ... yin_yang)"], location, url, True, "digits-dvs")
     reader = NCALTECH101 if download else _offline(NCALTECH101)
     return _one_split_set("n-caltech101", reader, base, location, url, (240, 180), timesteps, img_size, split_by,
-                          train_fraction, cache, label_of=_ClassIndex, exclude=("BACKGROUND_Google",))
+                          train_fraction, cache, ".bin", download, label_of=_ClassIndex, exclude=("BACKGROUND_Google",))
 
 
 class _SHDFrames(Dataset):
@@ -255,7 +261,10 @@ def shd(root: str, download: bool = False, seq_len: int = 100, cache: bool = Tru
                             True, "mnist1d")
     reader = SHD if download else _offline(SHD)
     key = {"seq_len": seq_len}
-    train = FrameCache(_SHDFrames(reader(str(base), train=True), seq_len), _cache_dir(base, "shd", key, "train", cache))
-    test = FrameCache(_SHDFrames(reader(str(base), train=False), seq_len), _cache_dir(base, "shd", key, "test", cache))
+    with download_guard("shd", files, location, "https://zenkelab.org/resources/spiking-heidelberg-datasets-shd/",
+                        "mnist1d", download):
+        train_set, test_set = reader(str(base), train=True), reader(str(base), train=False)
+    train = FrameCache(_SHDFrames(train_set, seq_len), _cache_dir(base, "shd", key, "train", cache))
+    test = FrameCache(_SHDFrames(test_set, seq_len), _cache_dir(base, "shd", key, "test", cache))
     return DataBundle(name="shd", train=train, test=test, num_classes=20, in_chans=700, img_size=None,
                       modality="sequence", seq_len=seq_len, info={"n_train": len(train), "n_test": len(test)})

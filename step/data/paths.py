@@ -9,8 +9,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from step.errors import ConfigError, DatasetMissingError
 
@@ -32,17 +33,37 @@ def missing_error(
     source: str,
     can_download: bool,
     alternative: str,
+    failed_download: BaseException | None = None,
 ) -> DatasetMissingError:
-    """The single error a missing dataset raises: what was expected where, how to get it, what to use instead."""
+    """The single error a missing dataset raises: what was expected where, how to get it, what to use instead.
+
+    ``failed_download``: the error of a ``dataset.download=true`` attempt (offline machine, moved URL).
+    """
     files = ", ".join(expected)
     how = f"Get it from {source} and place it there"
-    if can_download:
+    if can_download and failed_download is None:
         how += f", or run again with dataset.download=true to fetch it from {source} (needs a connection)"
+    tried = ""
+    if failed_download is not None:
+        tried = (f" dataset.download=true was set but fetching it failed "
+                 f"({type(failed_download).__name__}: {failed_download}); is this machine online?")
     return DatasetMissingError(
         f"Dataset '{dataset}' not found: expected {files} under {where} (the data root is paths.data_root, "
-        f"env STEP_DATA). {how}. To run without it, use the embedded dataset '{alternative}' "
+        f"env STEP_DATA).{tried} {how}. To run without it, use the embedded dataset '{alternative}' "
         f"(dataset={alternative}), which needs no download."
     )
+
+
+@contextmanager
+def download_guard(dataset: str, expected: Iterable[str], where: Path, source: str, alternative: str,
+                   download: bool) -> Iterator[None]:
+    """Turn a failed fetch (no connection, HTTP error, a corrupt archive) into the one missing-dataset message."""
+    try:
+        yield
+    except (OSError, RuntimeError) as err:
+        if not download:
+            raise
+        raise missing_error(dataset, expected, where, source, True, alternative, failed_download=err) from err
 
 
 def params_key(params: dict[str, Any], n: int = 12) -> str:

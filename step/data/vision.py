@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 
 from step.data.base import DataBundle
-from step.data.paths import data_root, missing_error
+from step.data.paths import data_root, download_guard, missing_error
 from step.data.transforms import large_image_transform, small_image_transform
 from step.registry import DATASETS
 
@@ -67,11 +67,14 @@ def _torchvision_set(
     where = base / folder
     if not download and not all((where / f).is_file() for f in files):
         raise missing_error(name, files, where, url, can_download=True, alternative=alternative)
-    try:
-        train = cls(str(base), train=True, transform=train_tf, download=download)
-        test = cls(str(base), train=False, transform=test_tf, download=False)
-    except RuntimeError as err:  # torchvision's "Dataset not found" after a failed download
-        raise missing_error(name, files, where, url, can_download=True, alternative=alternative) from err
+    with download_guard(name, files, where, url, alternative, download):
+        try:
+            train = cls(str(base), train=True, transform=train_tf, download=download)
+            test = cls(str(base), train=False, transform=test_tf, download=False)
+        except RuntimeError as err:  # torchvision's "Dataset not found" (files present but unreadable)
+            if download:
+                raise
+            raise missing_error(name, files, where, url, can_download=True, alternative=alternative) from err
     return train, test
 
 
