@@ -100,3 +100,25 @@ def test_tokens_to_map_grid_and_order():
     assert [tuple(f.shape[-2:]) for f in maps] == [(8, 8), (2, 2)]
     with pytest.raises(ValueError):
         tokens_to_map(torch.zeros(1, 1, 7, 3), (16, 16))
+
+
+def test_fcos_towers_share_convs_but_normalise_each_level_with_its_own_statistics():
+    from step.tasks.heads.fcos import SpikingFCOSHead
+
+    torch.manual_seed(0)
+    head = SpikingFCOSHead(8, 3, default_neuron_factory(T=1), depth=1, num_levels=2)
+    unit = head.cls_tower[0]
+    assert len(unit.norms) == 2 and unit.conv[0].weight.shape == (8, 8, 3, 3)
+    # two levels whose inputs differ in scale: a shared BN would pool their running statistics
+    fine, coarse = torch.rand(1, 4, 8, 8, 8) * 4, torch.rand(1, 4, 8, 4, 4) * 0.5
+    head.train()
+    for norm in unit.norms:
+        norm[0].momentum = None  # cumulative average: running mean = the mean of what it saw
+    for _ in range(3):
+        head([fine, coarse], (32, 32))
+    m0, m1 = (n[0].running_mean for n in unit.norms)
+    assert not torch.allclose(m0, m1)
+    # each level's running statistics track that level's conv output alone
+    with torch.no_grad():
+        conv_out = unit.conv(unit.lif(fine))
+    assert torch.allclose(m0, conv_out.mean(dim=(0, 1, 3, 4)), atol=1e-3)
