@@ -42,27 +42,44 @@ def _maybe_compiled(eager: Callable, pure: Callable) -> Callable:
 
 def _forward_loop(x_seq, v, tau: float | None, decay_input: bool, th: float, reset: float | None,
                   keep_h: bool):
-    """Charge-fire-reset over T; written with out=/in-place ops (same rounding, fewer copies)."""
+    """Charge-fire-reset over T in SpikingJelly's rounding, with no allocation inside the loop.
+
+    Every step writes into buffers made once (``out=``): on the CPU a fresh multi-megabyte tensor
+    per operation costs page faults that can exceed the arithmetic. Reset to 0 is ``V = H - H S``
+    (one ``addcmul``), equal to ``S ? 0 : H`` bit for bit for finite H (``H - H = +0``, ``H - 0 = H``).
+    """
     r = 0.0 if reset is None else reset
     spikes = torch.empty_like(x_seq)
     hs = torch.empty_like(x_seq) if keep_h else None
+    h_buf = None if keep_h else torch.empty_like(x_seq[0])
+    v_bufs = (torch.empty_like(x_seq[0]), torch.empty_like(x_seq[0]))
+    fired = torch.empty_like(x_seq[0], dtype=torch.bool) if reset not in (None, 0.0) else None
+    shifted = torch.empty_like(x_seq[0]) if r != 0.0 and tau is not None else None
     for t in range(x_seq.shape[0]):
         x = x_seq[t]
-        h = hs[t] if keep_h else torch.empty_like(x)
+        h = hs[t] if keep_h else h_buf
+        base = v if r == 0.0 or tau is None else torch.sub(v, r, out=shifted)
         if tau is None:  # IF: H = V + X
             torch.add(v, x, out=h)
         elif decay_input:  # H = V + (X - (V - r)) / tau
-            torch.sub(x, v if r == 0.0 else v - r, out=h)
+            torch.sub(x, base, out=h)
             h.div_(tau).add_(v)
         else:  # H = V - (V - r) / tau + X
-            torch.div(v if r == 0.0 else v - r, tau, out=h)
+            torch.div(base, tau, out=h)
             torch.sub(v, h, out=h)
             h.add_(x)
-        fired = h >= th
-        spikes[t].copy_(fired)
-        # hard: S r + (1 - S) H;  soft: H - S th  (equal bit for bit to the selections below)
-        v = torch.where(fired, r, h) if reset is not None else torch.sub(h, spikes[t], alpha=th)
-    return spikes, v, hs
+        s = spikes[t]
+        torch.ge(h, th, out=s)
+        v_next = v_bufs[t % 2]
+        if reset is None:  # soft: H - S th
+            torch.sub(h, s, alpha=th, out=v_next)
+        elif reset == 0.0:
+            torch.addcmul(h, h, s, value=-1, out=v_next)
+        else:  # a reset value other than 0 (rare): the selection, allocated
+            torch.ge(h, th, out=fired)
+            v_next = torch.where(fired, r, h)
+        v = v_next
+    return spikes, v.clone() if keep_h is False and v is h_buf else v, hs
 
 
 def _forward_loop_pure(x_seq, v, tau: float | None, decay_input: bool, th: float, reset: float | None,
@@ -89,33 +106,47 @@ def _backward_loop(gs, gv, h, derivative: Callable, tau: float | None, decay_inp
                    reset: float | None, detach_reset: bool):
     """The adjoint recursion (module docstring) in SpikingJelly's order of operations.
 
-    Written without in-place ops: an in-place variant was bit-identical on plain tensors but not
-    inside a Spikformer (tests/test_backends.py), so eager and compiled paths share this one."""
+    The surrogate slope is evaluated step by step on ``H[t]`` as SpikingJelly does: a transcendental
+    surrogate (sigmoid) rounds differently in a vector tail than inside a vector, so evaluating it
+    once over all T steps is not bit-identical when a step's size is not a multiple of the vector
+    width. Intermediate results go into three buffers made once (``out=``) in the memory layout of
+    the first ``g_S[t] * sg`` (what an allocating version produces), and the per-step input
+    gradients are stacked as before: the returned gradient keeps the layout autograd would give,
+    which decides the kernels (and the rounding) of the layers before the neuron
+    (tests/test_backends.py)."""
     gx = []
+    bufs = None
     carry = None  # gradient reaching H[t] through V[t]; None stands for zeros (nothing is built)
     last = h.shape[0] - 1
     for t in range(last, -1, -1):
         sg = derivative(h[t] - th)
         if reset is None:
-            reset_grad = 1 if detach_reset else 1 - th * sg
+            reset_grad = None if detach_reset else 1 - th * sg  # None stands for the factor 1
         else:
             reset_grad = 1 - (h[t] >= th).to(h.dtype)
             if not detach_reset:
                 reset_grad = reset_grad + (reset - h[t]) * sg
+        through = None if gs is None else gs[t] * sg
         incoming = gv if t == last else carry
-        through_spike = None if gs is None else gs[t] * sg
+        if bufs is None:
+            like = through if through is not None else (incoming if incoming is not None else h[t])
+            bufs = tuple(torch.empty_like(like) for _ in range(3))
+        step_in, gh_buf, carry_buf = bufs
+        if incoming is not None and reset_grad is not None:
+            incoming = torch.mul(incoming, reset_grad, out=step_in)
         if incoming is None:
-            gh = through_spike if through_spike is not None else torch.zeros_like(h[t])
-        elif through_spike is None:
-            gh = incoming * reset_grad
+            gh = through if through is not None else torch.zeros_like(h[t])
+        elif through is None:
+            gh = incoming
         else:
-            gh = through_spike + incoming * reset_grad
+            gh = torch.add(through, incoming, out=gh_buf)
         if tau is None:
-            gx.append(gh)
-            carry = gh
+            gx.append(gh.clone())
+            carry = gx[-1]
         else:
-            gx.append(gh / tau if decay_input else gh)
-            carry = gh - gh / tau
+            scaled = gh / tau
+            gx.append(scaled if decay_input else gh.clone())
+            carry = torch.sub(gh, scaled, out=carry_buf)
     gx.reverse()
     return torch.stack(gx)
 
