@@ -44,11 +44,15 @@ clean: ## remove outputs of runs (keeps results/ and the venv)
 # --- experiments, suites and the leaderboard (docs/sweeps.md, docs/leaderboard.md) ---
 SUITES := attention random_qk patch_embed neuron surrogate encoder shortcut timesteps temporal
 REPRODUCE := reproduce-meta-spikeformer-15m-imagenet-t1 reproduce-meta-spikeformer-15m-imagenet-t4 reproduce-meta-spikeformer-31m-imagenet-t1 reproduce-meta-spikeformer-31m-imagenet-t4 reproduce-meta-spikeformer-55m-imagenet-t4 reproduce-qkformer-cifar10 reproduce-qkformer-cifar100 reproduce-qkformer-cifar10dvs reproduce-qkformer-dvsgesture reproduce-qkformer-imagenet reproduce-sdt-cifar10 reproduce-sdt-cifar100 reproduce-sdt-cifar10dvs reproduce-sdt-dvsgesture reproduce-sdt-imagenet reproduce-semm-cifar10 reproduce-semm-cifar100 reproduce-spikformer-cifar10 reproduce-spikformer-cifar100 reproduce-spikformer-cifar10dvs reproduce-spikformer-dvsgesture reproduce-spikformer-imagenet reproduce-spikformer-psmnist reproduce-spikformer-scifar10 reproduce-spikformer-smnist
-.PHONY: $(REPRODUCE) reproduce-cpu leaderboard
+.PHONY: $(REPRODUCE) reproduce-cpu dense-cpu leaderboard
 
 reproduce-cpu: install ## run every ablation suite at CPU size on the embedded data (about 30 min each), then make leaderboard
 	@for s in $(SUITES); do echo "== suite=$$s scale=cpu"; $(VENV)/bin/step-train suite=$$s scale=cpu || exit 1; done
 	$(MAKE) leaderboard
+
+dense-cpu: install ## segmentation and detection on the embedded digits-scenes, Meta-SpikeFormer-tiny backbone (about 16 min on 2 CPU cores)
+	$(VENV)/bin/step-train experiment=segmentation-digits-scenes
+	$(VENV)/bin/step-train experiment=detection-digits-scenes
 
 leaderboard: install ## rebuild results/reference.csv, render results/leaderboard.{md,html} and figures (ours beside the papers)
 	-$(PY) -m step.results.cli --build-reference
