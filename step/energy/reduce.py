@@ -13,10 +13,10 @@ and hi <= 1``.
 Two implementations give the same numbers:
 
 * on the CPU the reductions branch on their values (a "synchronisation" costs nothing there), so a
-  binary tensor needs only ``aminmax``, one sum over the steps, one ``x - x^2`` test and a
-  ``bincount`` of the counts; ``count_nonzero`` (slow on the CPU) runs only for non-binary inputs.
-  For ``x`` in ``[0, 1]``, ``x - x^2 >= 0`` with equality exactly at 0 and 1, and it stays strictly
-  positive in float32 for every other value, so "the sum of ``x - x^2`` is zero" is an exact binary test.
+  binary tensor needs only one ``x - x^2`` pass with its extremes, one sum over the steps and a
+  ``bincount`` of the counts, written into reused scratch buffers; ``count_nonzero`` (slow on the
+  CPU) runs only for non-binary inputs. ``x - x^2`` is exactly 0 at 0 and 1 and non-zero (or NaN)
+  for every other float32 value, so "its minimum and maximum are both 0" is an exact binary test.
 * on accelerators everything stays a device tensor, so counting never synchronises the device.
 
 :class:`ReductionCache` keeps the reductions of the last few tensors (by storage address, size and
@@ -88,22 +88,50 @@ class Reduction:
     ones: Any  # 1-bits of the per-position |spike counts|; 0 where not integer
 
 
-def _steps_view(x: torch.Tensor, steps: int) -> torch.Tensor:
-    return x.reshape(steps, -1).sum(0) if steps > 1 else x.reshape(-1)
+class Scratch:
+    """Reusable flat buffers: a fresh multi-megabyte tensor per reduction costs page faults on the CPU."""
+
+    def __init__(self) -> None:
+        self._bufs: dict[tuple, torch.Tensor] = {}
+
+    def get(self, slot: str, numel: int, like: torch.Tensor) -> torch.Tensor:
+        key = (slot, like.dtype, like.device)
+        buf = self._bufs.get(key)
+        if buf is None or buf.numel() < numel:
+            buf = torch.empty(numel, dtype=like.dtype, device=like.device)
+            self._bufs[key] = buf
+        return buf[:numel]
+
+    def clear(self) -> None:
+        self._bufs.clear()
 
 
-def _reduce_cpu(x: torch.Tensor, steps: int) -> Reduction:
+def _steps_view(x: torch.Tensor, steps: int, scratch: Scratch | None = None) -> torch.Tensor:
+    if steps <= 1:
+        return x.reshape(-1)
+    rows = x.reshape(steps, -1)
+    if scratch is None:
+        return rows.sum(0)
+    return torch.sum(rows, 0, out=scratch.get("counts", rows.shape[1], x))
+
+
+def _reduce_cpu(x: torch.Tensor, steps: int, scratch: Scratch | None = None) -> Reduction:
     if not x.is_floating_point():
         x = x.to(torch.float32)
-    lo_t, hi_t = torch.aminmax(x)
-    lo, hi = float(lo_t), float(hi_t)
-    counts = _steps_view(x, steps)  # exact for spikes: each entry sums at most `steps` small integers
+    flat = x.reshape(-1)
+    # x - x^2 is 0 exactly at 0 and 1 and non-zero (or NaN) at every other float, also in float32
+    # rounding, so its extremes are both 0 iff x is binary: one pass decides the common case
+    dev = torch.addcmul(flat, flat, flat, value=-1, out=scratch.get("dev", flat.numel(), flat)) \
+        if scratch is not None else torch.addcmul(flat, flat, flat, value=-1)
+    d_lo, d_hi = (float(v) for v in torch.aminmax(dev))
+    counts = _steps_view(x, steps, scratch)  # exact for spikes: each entry sums at most `steps` small integers
     s = float(counts.sum(dtype=torch.float64))
-    if 0.0 <= lo and hi <= 1.0:
-        binary = float(torch.addcmul(x, x, x, value=-1).sum()) == 0.0  # x - x^2 vanishes only at 0 and 1
-        if binary:
-            ones = _ones_cpu(counts, steps) if hi > 0 else 0.0
-            return Reduction(x.numel(), s, s, s, lo, hi, True, ones)
+    if d_lo == 0.0 and d_hi == 0.0:  # binary
+        lo = 0.0 if s < x.numel() else 1.0
+        hi = 1.0 if s > 0 else 0.0
+        ones = _ones_cpu(counts, steps) if hi > 0 else 0.0
+        return Reduction(x.numel(), s, s, s, lo, hi, True, ones)
+    lo, hi = (float(v) for v in torch.aminmax(x))
     nnz = float(torch.count_nonzero(x))
     integer = not bool(torch.frac(x).any())
     abs_sum = s if lo >= 0 else float(x.abs().sum(dtype=torch.float64))
@@ -126,14 +154,14 @@ def _reduce_device(x: torch.Tensor, steps: int) -> Reduction:
     return Reduction(x.numel(), torch.count_nonzero(x), s, abs_sum, lo, hi, integer, ones)
 
 
-def reduce_tensor(x: torch.Tensor, steps: int = 1) -> Reduction:
+def reduce_tensor(x: torch.Tensor, steps: int = 1, scratch: Scratch | None = None) -> Reduction:
     """The :class:`Reduction` of ``x`` read ``steps`` times per inference (``x`` holds the steps)."""
     x = x.detach()
     if x.numel() == 0:
         return Reduction(0, 0.0, 0.0, 0.0, 0.0, 0.0, True, 0.0)
     if steps > 1 and x.numel() % steps:
         steps = 1
-    return _reduce_cpu(x, steps) if x.device.type == "cpu" else _reduce_device(x, steps)
+    return _reduce_cpu(x, steps, scratch) if x.device.type == "cpu" else _reduce_device(x, steps)
 
 
 class ReductionCache:
@@ -148,16 +176,18 @@ class ReductionCache:
     def __init__(self, size: int = 6):
         self.size = int(size)
         self._entries: OrderedDict[tuple, tuple[torch.Tensor, Reduction]] = OrderedDict()
+        self.scratch = Scratch()
         self.hits = self.misses = 0
 
     def clear(self) -> None:
+        """Forget the cached tensors (the scratch buffers stay for the next batch)."""
         self._entries.clear()
 
     def reduce(self, x: torch.Tensor, steps: int = 1) -> Reduction:
         x = x.detach()
         if not x.is_contiguous() or self.size <= 0:
             self.misses += 1
-            return reduce_tensor(x, steps)
+            return reduce_tensor(x, steps, self.scratch)
         key = (x.data_ptr(), x.numel(), x.dtype, x.device, steps)
         entry = self._entries.get(key)
         if entry is not None:
@@ -165,7 +195,7 @@ class ReductionCache:
             self.hits += 1
             return entry[1]
         self.misses += 1
-        red = reduce_tensor(x, steps)
+        red = reduce_tensor(x, steps, self.scratch)
         self._entries[key] = (x, red)
         if len(self._entries) > self.size:
             self._entries.popitem(last=False)
