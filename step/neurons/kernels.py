@@ -115,15 +115,17 @@ def _backward_loop(gs, gv, h, derivative: Callable, tau: float | None, decay_inp
     which decides the kernels (and the rounding) of the layers before the neuron
     (tests/test_backends.py)."""
     gx = []
-    bufs = None
+    bufs = fired = not_fired = None
     carry = None  # gradient reaching H[t] through V[t]; None stands for zeros (nothing is built)
     last = h.shape[0] - 1
     for t in range(last, -1, -1):
         sg = derivative(h[t] - th)
         if reset is None:
             reset_grad = None if detach_reset else 1 - th * sg  # None stands for the factor 1
-        else:
-            reset_grad = 1 - (h[t] >= th).to(h.dtype)
+        else:  # 1 - S[t], written as not(H >= V_th) into a float buffer: the same 0 / 1 values
+            if fired is None:
+                fired, not_fired = torch.empty_like(h[t], dtype=torch.bool), torch.empty_like(h[t])
+            reset_grad = torch.logical_not(torch.ge(h[t], th, out=fired), out=not_fired)
             if not detach_reset:
                 reset_grad = reset_grad + (reset - h[t]) * sg
         through = None if gs is None else gs[t] * sg
@@ -154,6 +156,7 @@ def _backward_loop(gs, gv, h, derivative: Callable, tau: float | None, decay_inp
 class _FusedLIF(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x_seq, v0, tau, decay_input, th, reset, detach_reset, surrogate):  # type: ignore[override]
+        ctx.set_materialize_grads(False)  # an unused final membrane gives gv=None, not a tensor of zeros
         need_grad = ctx.needs_input_grad[0]
         loop = _maybe_compiled(_forward_loop, _forward_loop_pure)
         spikes, v, h = loop(x_seq, v0, tau, decay_input, th, reset, need_grad)
