@@ -125,6 +125,25 @@ def test_sdt_shortcuts_build_and_differ():
     assert outs["sew"].max() > 1  # sew sums spikes into integers
 
 
+@pytest.mark.parametrize("name,kw", [("sdt", dict(img_size=8, depth=1, dim=32, heads=2)),
+                                     ("meta-spikeformer-tiny", dict(img_size=16))])
+def test_a_vanilla_shortcut_stream_reaches_the_classifier(name, kw):
+    # a vs stream is binary; pooled over tokens it gives rates in [0, 1], on which a LIF of
+    # threshold 1 never fires: with a head neuron the logits were the bias for every image
+    for kind in ("ms", "sew"):
+        assert not isinstance(MODELS.build(name, num_classes=4, in_chans=1, shortcut=kind, **kw).head_lif, torch.nn.Identity)
+    torch.manual_seed(0)
+    # IF neurons (no leak, no input decay) let a lone spike through the vs joins of this tiny net
+    model = MODELS.build(name, num_classes=4, in_chans=1, shortcut="vs", neuron=NeuronFactory("if", T=2), **kw)
+    assert isinstance(model.head_lif, torch.nn.Identity)
+    size = kw["img_size"]
+    logits = model(3 * torch.rand(2, 4, 1, size, size))
+    assert logits.std(0).abs().sum() > 1e-4  # four images, four different rows of logits
+    logits.square().sum().backward()
+    first = next(p for p in model.parameters() if p.dim() == 4)
+    assert first.grad is not None and first.grad.abs().sum() > 0
+
+
 class _Affine(torch.nn.Module):
     """F(s) = 2 s - 1.5, a branch ending in a membrane (or, with emits_spikes, claiming spikes)."""
 

@@ -123,7 +123,11 @@ class MetaSpikeFormer(nn.Module):
             else:  # the Transformer-based block is SDT v1's block
                 blocks = [SDTBlock(dims[i], heads, mlp_ratio, neuron, attention, shortcut) for _ in range(depths[i])]
             self.stages.append(nn.ModuleList(blocks))
-        self.head_lif = neuron()
+        # the head neuron turns the pooled membrane (ms) or spike counts (sew) into spikes; a vs stream
+        # is binary and pools to rates in [0, 1] that a LIF of threshold 1 (tau 2) never fires on, so
+        # the classifier saw zeros and nothing trained: there the rates feed the classifier directly
+        # (charged as non-spike MACs by the energy meter)
+        self.head_lif = nn.Identity() if shortcut == "vs" else neuron()
         self.head = nn.Linear(dims[4], num_classes)
         init_sdt_weights(self, self.head)
 
