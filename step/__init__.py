@@ -1,15 +1,22 @@
 """STEP: a benchmark platform for spiking transformers.
 
-Importing :mod:`step` registers every built-in component, so that
-``step.registry.MODELS.build("spikformer-4-384", num_classes=10, img_size=32)`` works in a notebook
-exactly as it does from the CLI.
+``import step`` is light (no torch): the built-in components register on the first registry
+lookup, so ``step.registry.MODELS.build("spikformer-4-384", num_classes=10, img_size=32)`` works in
+a notebook exactly as it does from the CLI, and ``step-train --help`` does not wait for torch.
+Sub-packages (``step.models``, ``step.energy``, ...) import on first attribute access.
 """
+
+import importlib
 
 __version__ = "0.1.0"
 
 from step import registry  # noqa: E402
-from step import surrogates, neurons, encoders, layers, data  # noqa: E402,F401
-from step import attention, models, tasks  # noqa: E402,F401
-from step import energy  # noqa: E402,F401
 
 __all__ = ["registry", "__version__"]
+
+
+def __getattr__(name: str):
+    """``step.<package>`` imports the package on first use (``step.models``, ``step.energy``, ...)."""
+    if name in registry.BUILTIN_PACKAGES or name in ("engine", "results", "config", "cli", "train"):
+        return importlib.import_module(f"step.{name}")
+    raise AttributeError(f"module 'step' has no attribute {name!r}")

@@ -70,8 +70,37 @@ class Entry:
         }
 
 
+#: the packages whose import registers the built-in components (imported on the first lookup)
+BUILTIN_PACKAGES = ("surrogates", "neurons", "encoders", "layers", "data", "attention", "models", "tasks", "energy")
+_BUILTINS = {"state": "not loaded"}
+
+
+def load_builtins() -> None:
+    """Import every built-in component package once (they import torch: seconds, so only when needed).
+
+    ``import step`` stays light, so ``step-train --help`` and config composition do not wait for torch;
+    the first lookup in any registry (a name, a build, a listing) registers everything.
+    """
+    if _BUILTINS["state"] != "not loaded":
+        return  # loaded, or loading (a lookup made while the packages import sees what is there so far)
+    _BUILTINS["state"] = "loading"
+    import importlib
+
+    try:
+        for package in BUILTIN_PACKAGES:
+            importlib.import_module(f"step.{package}")
+    except BaseException:
+        _BUILTINS["state"] = "not loaded"
+        raise
+    _BUILTINS["state"] = "loaded"
+
+
 class Registry:
-    """Name -> builder map for one kind of component (``kind`` is used in messages)."""
+    """Name -> builder map for one kind of component (``kind`` is used in messages).
+
+    Built-in components register themselves when their packages are imported; every lookup first
+    makes sure that has happened (:func:`load_builtins`), so a registry is never seen half empty.
+    """
 
     def __init__(self, kind: str):
         self.kind = kind
@@ -114,21 +143,25 @@ class Registry:
 
     # -- lookup -------------------------------------------------------------------------------
     def names(self) -> list[str]:
+        load_builtins()
         return sorted(self._entries)
 
     def __contains__(self, name: object) -> bool:
+        load_builtins()
         return name in self._entries
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
 
     def __len__(self) -> int:
+        load_builtins()
         return len(self._entries)
 
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}, {len(self)} entries)"
 
     def entry(self, name: str) -> Entry:
+        load_builtins()
         try:
             return self._entries[name]
         except KeyError:
