@@ -158,3 +158,22 @@ def test_bipolar_attention_qk_is_counted_as_spike_driven():
     qk = next(r for r in meter.report().table.layers if r.kind == "matmul")
     assert qk.ternary and not qk.binary
     assert qk.sops > 0 and qk.nonspike_macs == 0
+
+
+def test_layer_after_a_neuron_gets_the_one_bits_the_neuron_skipped():
+    from step.registry import NEURONS
+
+    torch.manual_seed(0)
+    T = 4
+    net = nn.Sequential(NEURONS.build("if", v_threshold=1.0, v_reset=0.0, T=T), nn.Linear(6, 3, bias=False))
+    x = 2 * torch.rand(T, 5, 6)
+    meter = EnergyMeter(net, T=T)
+    with meter, torch.inference_mode():
+        net(x)
+    assert meter._cache.hits == 1  # the linear layer reused the neuron's reduction ...
+    layer = meter.report().table.layers[1]
+    with torch.inference_mode():
+        spikes = net[0](x)
+    counts = spikes.sum(0)  # ... and its 1-bits (not computed for the neuron) match a hand count
+    ones = sum(bin(int(c)).count("1") for c in counts.flatten())
+    assert layer.binary and layer.bitserial_acs == pytest.approx(ones * 3 / 5)

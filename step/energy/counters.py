@@ -91,7 +91,8 @@ class TensorStats:
     def update(self, red: Reduction) -> Reduction:
         self.numel += red.numel
         self.nnz, self.sum, self.abs_sum = _add(self.nnz, red.nnz), _add(self.sum, red.sum), _add(self.abs_sum, red.abs_sum)
-        self.ones = _add(self.ones, red.ones)
+        if red.ones is not None:
+            self.ones = _add(self.ones, red.ones)
         self.min, self.max = _min(self.min, red.lo), _max(self.max, red.hi)
         self.integer = _and(self.integer, red.integer)
         return red
@@ -216,8 +217,8 @@ class MatMulAccumulator(_Base):
         hadamard = getattr(self.module, "mode", "matmul") == "hadamard"
         macs = float(out.numel()) * (1 if hadamard else a.shape[-1])
         cache = cache if cache is not None else ReductionCache(0)
-        ra = self.a.update(cache.reduce(a, steps))
-        rb = self.b.update(cache.reduce(b, steps))
+        ra = self.a.update(cache.reduce(a, steps, need_ones=False))
+        rb = self.b.update(cache.reduce(b, steps, need_ones=False))
         # for two spike operands every non-zero product term is one add (or subtract for signed
         # spikes): sum_ij |a_ik| |b_kj| = sum_k (column sum of |a|)_k (row sum of |b|)_k, exact
         a_mag = a.abs() if _maybe_negative(ra) else a
@@ -276,7 +277,7 @@ class NeuronAccumulator(_Base):
         self.updates += float(out.numel())
         self.neurons += out.numel() / steps
         # reduced once and shared with the layers that read these spikes next
-        red = (cache if cache is not None else ReductionCache(0)).reduce(out, steps)
+        red = (cache if cache is not None else ReductionCache(0)).reduce(out, steps, need_ones=False)
         self.nnz = _add(self.nnz, red.nnz)
         self.sum = _add(self.sum, red.abs_sum)  # spikes, value-weighted (|v| for signed spikes)
         self.steps_total += steps * batch

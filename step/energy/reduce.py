@@ -37,6 +37,8 @@ import torch
 _POPCOUNT_TABLES: dict[torch.device, torch.Tensor] = {}
 #: above this count the CPU path uses an exact SWAR popcount instead of a 256-bin histogram
 MAX_BINCOUNT = 255
+#: float32 sums of integer values are exact up to this many elements of magnitude <= 1 per step
+_EXACT_F32 = 2**24
 
 
 def popcount(counts: torch.Tensor) -> torch.Tensor:
@@ -85,7 +87,7 @@ class Reduction:
     lo: Any
     hi: Any
     integer: Any  # bool, or a 0-d bool tensor
-    ones: Any  # 1-bits of the per-position |spike counts|; 0 where not integer
+    ones: Any  # 1-bits of the per-position |spike counts|; 0 where not integer; None: not asked for
 
 
 class Scratch:
@@ -115,7 +117,7 @@ def _steps_view(x: torch.Tensor, steps: int, scratch: Scratch | None = None) -> 
     return torch.sum(rows, 0, out=scratch.get("counts", rows.shape[1], x))
 
 
-def _reduce_cpu(x: torch.Tensor, steps: int, scratch: Scratch | None = None) -> Reduction:
+def _reduce_cpu(x: torch.Tensor, steps: int, scratch: Scratch | None = None, need_ones: bool = True) -> Reduction:
     if not x.is_floating_point():
         x = x.to(torch.float32)
     flat = x.reshape(-1)
@@ -125,21 +127,33 @@ def _reduce_cpu(x: torch.Tensor, steps: int, scratch: Scratch | None = None) -> 
         if scratch is not None else torch.addcmul(flat, flat, flat, value=-1)
     d_lo, d_hi = (float(v) for v in torch.aminmax(dev))
     counts = _steps_view(x, steps, scratch)  # exact for spikes: each entry sums at most `steps` small integers
-    s = float(counts.sum(dtype=torch.float64))
     if d_lo == 0.0 and d_hi == 0.0:  # binary
+        # a float32 sum of 0/1 values is exact while the total stays below 2**24
+        s = float(counts.sum() if x.numel() <= _EXACT_F32 else counts.sum(dtype=torch.float64))
         lo = 0.0 if s < x.numel() else 1.0
         hi = 1.0 if s > 0 else 0.0
-        ones = _ones_cpu(counts, steps) if hi > 0 else 0.0
+        ones = (_ones_cpu(counts, steps) if need_ones else None) if hi > 0 else 0.0
         return Reduction(x.numel(), s, s, s, lo, hi, True, ones)
+    s = float(counts.sum(dtype=torch.float64))
     lo, hi = (float(v) for v in torch.aminmax(x))
-    nnz = float(torch.count_nonzero(x))
     integer = not bool(torch.frac(x).any())
+    if integer and x.numel() <= _EXACT_F32:  # min(|x|, 1) is 1 exactly at the non-zeros: two fast passes
+        mags = flat.abs() if lo < 0 else flat
+        unit = torch.clamp(mags, max=1, out=scratch.get("dev", flat.numel(), flat)) if scratch is not None \
+            else torch.clamp(mags, max=1)
+        nnz = float(unit.sum())
+    else:
+        nnz = float(torch.count_nonzero(x))  # slow on the CPU: real-valued inputs only
     abs_sum = s if lo >= 0 else float(x.abs().sum(dtype=torch.float64))
     ones = 0.0
     if integer:
-        mags = counts.abs() if lo < 0 else counts
-        ones = _ones_cpu(mags, float(mags.max()) if mags.numel() else 0.0)
+        ones = _integer_ones(counts, lo) if need_ones else None
     return Reduction(x.numel(), nnz, s, abs_sum, lo, hi, integer, ones)
+
+
+def _integer_ones(counts: torch.Tensor, lo: float) -> float:
+    mags = counts.abs() if lo < 0 else counts
+    return _ones_cpu(mags, float(mags.max()) if mags.numel() else 0.0)
 
 
 def _reduce_device(x: torch.Tensor, steps: int) -> Reduction:
@@ -154,14 +168,29 @@ def _reduce_device(x: torch.Tensor, steps: int) -> Reduction:
     return Reduction(x.numel(), torch.count_nonzero(x), s, abs_sum, lo, hi, integer, ones)
 
 
-def reduce_tensor(x: torch.Tensor, steps: int = 1, scratch: Scratch | None = None) -> Reduction:
-    """The :class:`Reduction` of ``x`` read ``steps`` times per inference (``x`` holds the steps)."""
+def reduce_tensor(x: torch.Tensor, steps: int = 1, scratch: Scratch | None = None, need_ones: bool = True) -> Reduction:
+    """The :class:`Reduction` of ``x`` read ``steps`` times per inference (``x`` holds the steps).
+
+    ``need_ones=False`` skips the bit-serial 1-bit count on the CPU (``ones`` is then None): neurons
+    and spike products do not use it, only the conv / linear layers reading the tensor do.
+    """
     x = x.detach()
     if x.numel() == 0:
         return Reduction(0, 0.0, 0.0, 0.0, 0.0, 0.0, True, 0.0)
     if steps > 1 and x.numel() % steps:
         steps = 1
-    return _reduce_cpu(x, steps, scratch) if x.device.type == "cpu" else _reduce_device(x, steps)
+    return _reduce_cpu(x, steps, scratch, need_ones) if x.device.type == "cpu" else _reduce_device(x, steps)
+
+
+def _fill_ones(x: torch.Tensor, steps: int, red: Reduction, scratch: Scratch | None) -> None:
+    """Add the 1-bit count to a reduction made without it (CPU only)."""
+    x = x.detach()
+    if steps > 1 and x.numel() % steps:
+        steps = 1
+    if not x.is_floating_point():
+        x = x.to(torch.float32)
+    counts = _steps_view(x, steps, scratch)
+    red.ones = _integer_ones(counts, float(red.lo)) if bool(red.integer) else 0.0
 
 
 class ReductionCache:
@@ -183,19 +212,22 @@ class ReductionCache:
         """Forget the cached tensors (the scratch buffers stay for the next batch)."""
         self._entries.clear()
 
-    def reduce(self, x: torch.Tensor, steps: int = 1) -> Reduction:
+    def reduce(self, x: torch.Tensor, steps: int = 1, need_ones: bool = True) -> Reduction:
         x = x.detach()
         if not x.is_contiguous() or self.size <= 0:
             self.misses += 1
-            return reduce_tensor(x, steps, self.scratch)
+            return reduce_tensor(x, steps, self.scratch, need_ones)
         key = (x.data_ptr(), x.numel(), x.dtype, x.device, steps)
         entry = self._entries.get(key)
         if entry is not None:
             self._entries.move_to_end(key)
             self.hits += 1
-            return entry[1]
+            red = entry[1]
+            if need_ones and red.ones is None:
+                _fill_ones(x, steps, red, self.scratch)
+            return red
         self.misses += 1
-        red = reduce_tensor(x, steps, self.scratch)
+        red = reduce_tensor(x, steps, self.scratch, need_ones)
         self._entries[key] = (x, red)
         if len(self._entries) > self.size:
             self._entries.popitem(last=False)
