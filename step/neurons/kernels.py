@@ -79,7 +79,7 @@ def _forward_loop(x_seq, v, tau: float | None, decay_input: bool, th: float, res
             torch.ge(h, th, out=fired)
             v_next = torch.where(fired, r, h)
         v = v_next
-    return spikes, v.clone() if keep_h is False and v is h_buf else v, hs
+    return spikes, v, hs  # v is one of the two local buffers: nothing else holds it
 
 
 def _forward_loop_pure(x_seq, v, tau: float | None, decay_input: bool, th: float, reset: float | None,
