@@ -10,7 +10,7 @@ from torch import nn
 
 import step  # noqa: F401
 from step.energy import EnergyMeter
-from step.energy.counters import ones_in_counts, popcount
+from step.energy.reduce import ones_in_counts, popcount
 from step.errors import StepError
 from step.layers import SeqModule, SpikeMatMul
 from step.neurons.base import SpikingNeuron

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from step.energy.ops import LayerOps
-from step.energy.reduce import Reduction, ReductionCache, ones_in_counts, popcount, twin_bits  # noqa: F401
+from step.energy.reduce import Reduction, ReductionCache, twin_bits
 
 _NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm)
 _POOLS = (

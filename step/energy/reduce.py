@@ -14,8 +14,9 @@ Two implementations give the same numbers:
 
 * on the CPU the reductions branch on their values (a "synchronisation" costs nothing there), so a
   binary tensor needs only one ``x - x^2`` pass with its extremes, one sum over the steps and a
-  ``bincount`` of the counts, written into reused scratch buffers; ``count_nonzero`` (slow on the
-  CPU) runs only for non-binary inputs. ``x - x^2`` is exactly 0 at 0 and 1 and non-zero (or NaN)
+  ``bincount`` of the counts, written into reused scratch buffers; integer spikes count their
+  non-zeros as the sum of ``min(|x|, 1)``, and ``count_nonzero`` (slow on the CPU) runs only for
+  real-valued inputs. ``x - x^2`` is exactly 0 at 0 and 1 and non-zero (or NaN)
   for every other float32 value, so "its minimum and maximum are both 0" is an exact binary test.
 * on accelerators everything stays a device tensor, so counting never synchronises the device.
 
@@ -104,9 +105,6 @@ class Scratch:
             self._bufs[key] = buf
         return buf[:numel]
 
-    def clear(self) -> None:
-        self._bufs.clear()
-
 
 def _steps_view(x: torch.Tensor, steps: int, scratch: Scratch | None = None) -> torch.Tensor:
     if steps <= 1:
@@ -118,8 +116,6 @@ def _steps_view(x: torch.Tensor, steps: int, scratch: Scratch | None = None) -> 
 
 
 def _reduce_cpu(x: torch.Tensor, steps: int, scratch: Scratch | None = None, need_ones: bool = True) -> Reduction:
-    if not x.is_floating_point():
-        x = x.to(torch.float32)
     flat = x.reshape(-1)
     # x - x^2 is 0 exactly at 0 and 1 and non-zero (or NaN) at every other float, also in float32
     # rounding, so its extremes are both 0 iff x is binary: one pass decides the common case
@@ -157,8 +153,6 @@ def _integer_ones(counts: torch.Tensor, lo: float) -> float:
 
 
 def _reduce_device(x: torch.Tensor, steps: int) -> Reduction:
-    if not x.is_floating_point():
-        x = x.to(torch.float32)
     lo, hi = torch.aminmax(x)
     counts = _steps_view(x, steps)
     s = counts.sum(dtype=torch.float64)
@@ -174,21 +168,23 @@ def reduce_tensor(x: torch.Tensor, steps: int = 1, scratch: Scratch | None = Non
     ``need_ones=False`` skips the bit-serial 1-bit count on the CPU (``ones`` is then None): neurons
     and spike products do not use it, only the conv / linear layers reading the tensor do.
     """
-    x = x.detach()
+    x, steps = _prepared(x, steps)
     if x.numel() == 0:
         return Reduction(0, 0.0, 0.0, 0.0, 0.0, 0.0, True, 0.0)
-    if steps > 1 and x.numel() % steps:
-        steps = 1
     return _reduce_cpu(x, steps, scratch, need_ones) if x.device.type == "cpu" else _reduce_device(x, steps)
+
+
+def _prepared(x: torch.Tensor, steps: int) -> tuple[torch.Tensor, int]:
+    """``x`` detached as floats, and ``steps`` (1 when the elements do not split into that many steps)."""
+    x = x.detach()
+    if not x.is_floating_point():
+        x = x.to(torch.float32)
+    return x, (1 if steps > 1 and x.numel() % steps else steps)
 
 
 def _fill_ones(x: torch.Tensor, steps: int, red: Reduction, scratch: Scratch | None) -> None:
     """Add the 1-bit count to a reduction made without it (CPU only)."""
-    x = x.detach()
-    if steps > 1 and x.numel() % steps:
-        steps = 1
-    if not x.is_floating_point():
-        x = x.to(torch.float32)
+    x, steps = _prepared(x, steps)
     counts = _steps_view(x, steps, scratch)
     red.ones = _integer_ones(counts, float(red.lo)) if bool(red.integer) else 0.0
 

@@ -53,7 +53,6 @@ def _forward_loop(x_seq, v, tau: float | None, decay_input: bool, th: float, res
     hs = torch.empty_like(x_seq) if keep_h else None
     h_buf = None if keep_h else torch.empty_like(x_seq[0])
     v_bufs = (torch.empty_like(x_seq[0]), torch.empty_like(x_seq[0]))
-    fired = torch.empty_like(x_seq[0], dtype=torch.bool) if reset not in (None, 0.0) else None
     shifted = torch.empty_like(x_seq[0]) if r != 0.0 and tau is not None else None
     for t in range(x_seq.shape[0]):
         x = x_seq[t]
@@ -75,9 +74,8 @@ def _forward_loop(x_seq, v, tau: float | None, decay_input: bool, th: float, res
             torch.sub(h, s, alpha=th, out=v_next)
         elif reset == 0.0:
             torch.addcmul(h, h, s, value=-1, out=v_next)
-        else:  # a reset value other than 0 (rare): the selection, allocated
-            torch.ge(h, th, out=fired)
-            v_next = torch.where(fired, r, h)
+        else:  # a reset value other than 0 (rare): the selection on S = H >= V_th, allocated
+            v_next = torch.where(s.bool(), r, h)
         v = v_next
     return spikes, v, hs  # v is one of the two local buffers: nothing else holds it
 
