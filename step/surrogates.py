@@ -47,6 +47,12 @@ class Surrogate(nn.Module):
         """d spike / d x evaluated at ``x``."""
         raise NotImplementedError
 
+    def kernel_form(self) -> tuple | None:
+        """How the C neuron kernel (``step/native/lif.c``) evaluates :meth:`derivative`
+        with the same rounding: ``("atan", c1, c2)``, ``("sigmoid", alpha)`` (torch computes the
+        sigmoid, the kernel the rest), or None (torch computes the whole derivative)."""
+        return None
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return _HeavisideWithSurrogate.apply(x, self)
 
@@ -64,6 +70,11 @@ class ATan(Surrogate):
         z = x * (math.pi / 2 * self.alpha)
         return (self.alpha / 2) / (1 + z * z)
 
+    def kernel_form(self) -> tuple | None:
+        if type(self).derivative is not ATan.derivative:  # a subclass with its own curve
+            return None
+        return ("atan", math.pi / 2 * self.alpha, self.alpha / 2)
+
 
 @SURROGATES.register("sigmoid", paper="Zenke & Ganguli 2018; SpikingJelly's default")
 class Sigmoid(Surrogate):
@@ -74,6 +85,11 @@ class Sigmoid(Surrogate):
     def derivative(self, x: torch.Tensor) -> torch.Tensor:
         s = torch.sigmoid(self.alpha * x)
         return (1 - s) * s * self.alpha
+
+    def kernel_form(self) -> tuple | None:
+        if type(self).derivative is not Sigmoid.derivative:
+            return None
+        return ("sigmoid", self.alpha)
 
 
 @SURROGATES.register("rectangle", paper="Wu et al., Front. Neurosci. 2018 (STBP), rectangular curve")

@@ -18,6 +18,7 @@ call compiles for tens of seconds; tests/test_neurons.py checks that it stays bi
 
 from __future__ import annotations
 
+import ctypes
 import os
 from typing import Callable
 
@@ -32,7 +33,10 @@ def enable_compile(on: bool = True) -> None:
 
 
 def _maybe_compiled(eager: Callable, pure: Callable) -> Callable:
-    """``eager`` (fastest uncompiled form) or the compiled ``pure`` twin (the form Inductor fuses)."""
+    """``eager`` (fastest uncompiled form) or the compiled ``pure`` twin (the form Inductor fuses);
+    inside a model being compiled (``trainer.compile``) the ``pure`` form, traced into its graph."""
+    if torch.compiler.is_compiling():
+        return pure
     if not _COMPILE["on"]:
         return eager
     if pure not in _COMPILE["fns"]:
@@ -151,24 +155,139 @@ def _backward_loop(gs, gv, h, derivative: Callable, tau: float | None, decay_inp
     return torch.stack(gx)
 
 
+# ---- the C kernel (step/native/lif.c) ---------------------------------------------------
+_CHARGE_IF, _CHARGE_LIF_DECAY_INPUT, _CHARGE_LIF = 0, 1, 2
+_RESET_HARD, _RESET_SOFT = 0, 1
+_SG_POINTERS, _SG_ATAN, _SG_SIGMOID = 0, 1, 2
+#: below this many elements one thread does the work (starting OpenMP threads costs more)
+_PARALLEL_MIN = 1 << 15
+
+
+def _c_library(x_seq: torch.Tensor):
+    """The C kernel if it serves this call: float32 on the CPU, dense, not under torch.compile
+    (``trainer.compile_neurons``, or a whole model being compiled: Inductor fuses the torch loop)."""
+    if _COMPILE["on"] or x_seq.device.type != "cpu" or x_seq.dtype != torch.float32 or x_seq.dim() < 2:
+        return None
+    if torch.compiler.is_compiling():
+        return None
+    from step.native import dense_outer_first, load
+
+    if x_seq.numel() == 0 or not dense_outer_first(x_seq):
+        return None
+    return load("lif")
+
+
+def _threads(numel: int) -> int:
+    return 1 if numel < _PARALLEL_MIN else torch.get_num_threads()
+
+
+def _charge_mode(tau: float | None, decay_input: bool) -> int:
+    return _CHARGE_IF if tau is None else (_CHARGE_LIF_DECAY_INPUT if decay_input else _CHARGE_LIF)
+
+
+def _like(t: torch.Tensor | None, ref: torch.Tensor) -> torch.Tensor | None:
+    """``t`` with exactly the memory layout of ``ref`` (a copy only when the strides differ)."""
+    if t is None or t.stride() == ref.stride():
+        return t
+    return torch.empty_like(ref).copy_(t)
+
+
+#: where the C forward reports the statistics of the spikes it writes (set by the energy meter)
+_SPIKE_SINK: list = [None]
+
+
+def set_spike_sink(sink: Callable | None) -> Callable | None:
+    """Route the spike statistics of every C forward to ``sink(spikes, steps, total, ones)``
+    (``total``: spikes emitted, ``ones``: 1-bits of the per-position spike counts), so that the energy
+    meter need not read the spikes back (:class:`step.energy.meter.EnergyMeter`); returns the
+    previous sink. None switches it off."""
+    previous, _SPIKE_SINK[0] = _SPIKE_SINK[0], sink
+    return previous
+
+
+def _c_forward(lib, x_seq, tau, decay_input, th, reset, keep_h):
+    T = x_seq.shape[0]
+    N = x_seq.numel() // T
+    spikes = torch.empty_like(x_seq)
+    hs = torch.empty_like(x_seq) if keep_h else None
+    v = torch.empty_like(x_seq[0])
+    sink = _SPIKE_SINK[0]
+    stats = (ctypes.c_double * 2)() if sink is not None else None
+    lib.step_lif_forward(x_seq.data_ptr(), spikes.data_ptr(), hs.data_ptr() if keep_h else None, v.data_ptr(),
+                         T, N, _charge_mode(tau, decay_input), _RESET_SOFT if reset is None else _RESET_HARD,
+                         1.0 if tau is None else tau, th, 0.0 if reset is None else reset,
+                         0.0 if reset is None else reset, stats, _threads(x_seq.numel()))
+    if sink is not None:
+        sink(spikes, T, stats[0], stats[1])
+    return spikes, v, hs
+
+
+def _c_backward(lib, gs, gv, h, surrogate, tau, decay_input, th, reset, detach_reset):
+    """The detached-reset adjoint in one pass; the surrogate is evaluated in the kernel when its
+    :meth:`~step.surrogates.Surrogate.kernel_form` allows, else by torch step by step (as the loop)."""
+    T = h.shape[0]
+    N = h.numel() // T
+    layout = None
+    if gs is not None and gs.stride() != h.stride():
+        # torch's loop returns the layout of its per-step products gS[t] * sg (TensorIterator's rule
+        # for mixed layouts), stacked over T; that layout picks the kernels, and so the rounding, of
+        # the layers before the neuron, so the kernel returns it too (SpikingJelly agrees with it)
+        layout = (N, *torch.mul(gs[0], h[0]).stride())
+    gs, gv = _like(gs, h), _like(gv, h[0])
+    form = surrogate.kernel_form() if gs is not None else ("atan", 0.0, 0.0)  # no gS: no surrogate
+    keep: list[torch.Tensor] = []  # tensors the pointer array refers to
+    c1 = c2 = 0.0
+    if form is not None and form[0] == "atan":
+        mode, (c1, c2) = _SG_ATAN, form[1:]
+    elif form is not None and form[0] == "sigmoid":
+        # torch's sigmoid step by step on (H - th) alpha, as Sigmoid.derivative evaluates it
+        mode, c1 = _SG_SIGMOID, form[1]
+        u = torch.empty_like(h)
+        lib.step_scaled_distance(h.data_ptr(), u.data_ptr(), h.numel(), th, c1, _threads(h.numel()))
+        for t in range(T):
+            u[t].sigmoid_()
+        keep = [u[t] for t in range(T)]
+    else:
+        mode = _SG_POINTERS
+        keep = [_like(surrogate.derivative(h[t] - th), h[t]) for t in range(T)]
+    pointers = (ctypes.c_void_p * T)(*[k.data_ptr() for k in keep]) if keep else None
+    gx = torch.empty_like(h)
+    lib.step_lif_backward(None if gs is None else gs.data_ptr(), None if gv is None else gv.data_ptr(),
+                          h.data_ptr(), pointers, gx.data_ptr(), T, N, _charge_mode(tau, decay_input),
+                          _RESET_SOFT if reset is None else _RESET_HARD, mode, 1.0 if tau is None else tau,
+                          th, c1, c2, _threads(h.numel()))
+    if layout is not None and layout != gx.stride():
+        gx = torch.empty_strided(gx.shape, layout, dtype=gx.dtype).copy_(gx)
+    return gx
+
+
 class _FusedLIF(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x_seq, v0, tau, decay_input, th, reset, detach_reset, surrogate):  # type: ignore[override]
         ctx.set_materialize_grads(False)  # an unused final membrane gives gv=None, not a tensor of zeros
         need_grad = ctx.needs_input_grad[0]
-        loop = _maybe_compiled(_forward_loop, _forward_loop_pure)
-        spikes, v, h = loop(x_seq, v0, tau, decay_input, th, reset, need_grad)
+        lib = _c_library(x_seq)
+        if lib is not None:
+            spikes, v, h = _c_forward(lib, x_seq, tau, decay_input, th, reset, need_grad)
+        else:
+            loop = _maybe_compiled(_forward_loop, _forward_loop_pure)
+            v0 = torch.full_like(x_seq[0], v0)
+            spikes, v, h = loop(x_seq, v0, tau, decay_input, th, reset, need_grad)
         if need_grad:
             ctx.save_for_backward(h)
             ctx.cfg = (surrogate, tau, decay_input, th, reset, detach_reset)
+            ctx.c_library = lib
         return spikes, v
 
     @staticmethod
     def backward(ctx, gs, gv):  # type: ignore[override]
         (h,) = ctx.saved_tensors
         surrogate, *cfg = ctx.cfg  # gs / gv may be None (unused output): the loop skips them
-        loop = _maybe_compiled(_backward_loop, _backward_loop)
-        gx = loop(gs, gv, h, surrogate.derivative, *cfg)
+        if ctx.c_library is not None:
+            gx = _c_backward(ctx.c_library, gs, gv, h, surrogate, *cfg)
+        else:
+            loop = _maybe_compiled(_backward_loop, _backward_loop)
+            gx = loop(gs, gv, h, surrogate.derivative, *cfg)
         return gx, None, None, None, None, None, None, None
 
 
@@ -178,5 +297,5 @@ def fused_lif(x_seq: torch.Tensor, tau: float | None, decay_input: bool, v_thres
 
     Returns ``(spikes [T, ...], final membrane [...])``.
     """
-    v0 = torch.full_like(x_seq[0], 0.0 if v_reset is None else v_reset)
+    v0 = 0.0 if v_reset is None else float(v_reset)
     return _FusedLIF.apply(x_seq, v0, tau, decay_input, float(v_threshold), v_reset, detach_reset, surrogate)

@@ -1,8 +1,11 @@
 """Benchmark: native multi-step LIF forward+backward vs SpikingJelly 2.0's eager LIFNode.
 
 Shape [T=4, B=32, 24576] float32 on CPU, tau 2, hard reset to 0, detached reset, sigmoid(4).
-Prints the median of each path, the speed ratio against SpikingJelly and the first-compile time of
-the compiled path, after checking that every path gives bit-identical spikes and input gradients.
+Paths: ``native-eager`` (the default: the C kernel of step/native/lif.c, or the torch loop
+where no C compiler works), ``native-torch`` (the torch loop, ``STEP_KERNELS=torch``) and
+``native-compiled`` (``trainer.compile_neurons=true``). Prints the median of each path, the speed
+ratio against SpikingJelly and the first-compile time of the compiled path, after checking that
+every path gives bit-identical spikes and input gradients.
 
     python tests/benchmarks/bench_neuron.py [--reps 20] [--no-compile] [--csv results/bench.csv]
 """
@@ -24,6 +27,7 @@ import torch
 logging.getLogger("torch._library.triton").setLevel(logging.ERROR)
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from step import native  # noqa: E402
 from step.neurons import kernels  # noqa: E402
 from step.registry import NEURONS  # noqa: E402
 
@@ -68,18 +72,28 @@ def main() -> None:
         return out
 
     ref_s, ref_g = run_sj()
-    paths = {"native-eager": lambda: step_once(ours, x, g)}
+    # native-eager: the default path (the C kernel when it builds); native-torch: the torch loop it
+    # falls back to; native-compiled: trainer.compile_neurons=true (torch.compile of the torch loop)
+    settings = {"native-eager": ("auto", False), "native-torch": ("torch", False)}
+    if not args.no_compile:
+        settings["native-compiled"] = ("torch", True)
+
+    def configure(name: str) -> None:
+        kernel, compiled = settings[name]
+        native.select(kernel)
+        kernels.enable_compile(compiled)
+
+    paths = {name: (lambda: step_once(ours, x, g)) for name in settings}
     compile_s = None
     if not args.no_compile:
-        kernels.enable_compile(True)
+        configure("native-compiled")
         t0 = time.perf_counter()
         step_once(ours, x, g)
         compile_s = time.perf_counter() - t0
-        paths["native-compiled"] = lambda: step_once(ours, x, g)
 
     rows = []
     for name, fn in paths.items():
-        kernels.enable_compile(name == "native-compiled")
+        configure(name)
         s, gx = fn()
         identical = torch.equal(s, ref_s) and torch.equal(gx, ref_g)
         for _ in range(2):
@@ -90,14 +104,19 @@ def main() -> None:
     samples: dict[str, list[float]] = {name: [] for name, _ in timed}
     for _ in range(args.reps):
         for name, fn in timed:
-            kernels.enable_compile(name == "native-compiled")
+            if name in settings:
+                configure(name)
             samples[name].append(median_ms(fn, 1))
     results = {name: statistics.median(v) for name, v in samples.items()}
+    configure("native-eager")
+    implementation = native.implementation("lif")
     kernels.enable_compile(False)
+    native.select(None)
 
     base = results["spikingjelly-eager"]
     print(f"LIF fwd+bwd {list(SHAPE)} float32, {torch.get_num_threads()} threads, median of {args.reps}")
     print(f"  spikingjelly-eager   {base:8.2f} ms")
+    print(f"  (native-eager runs the {implementation} kernel)")
     for name, _, identical in rows:
         print(f"  {name:20s} {results[name]:8.2f} ms   speed-up x{base / results[name]:.2f}   "
               f"bit-identical={identical}")
