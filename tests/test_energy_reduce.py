@@ -160,20 +160,141 @@ def test_bipolar_attention_qk_is_counted_as_spike_driven():
     assert qk.sops > 0 and qk.nonspike_macs == 0
 
 
-def test_layer_after_a_neuron_gets_the_one_bits_the_neuron_skipped():
+@pytest.mark.parametrize("kernels", ["c", "torch"])
+def test_layer_after_a_neuron_gets_the_one_bits_the_neuron_skipped(kernels):
+    from step import native
     from step.registry import NEURONS
 
+    if kernels == "c" and native.load("reduce") is None:
+        pytest.skip("no C compiler")
     torch.manual_seed(0)
     T = 4
     net = nn.Sequential(NEURONS.build("if", v_threshold=1.0, v_reset=0.0, T=T), nn.Linear(6, 3, bias=False))
     x = 2 * torch.rand(T, 5, 6)
     meter = EnergyMeter(net, T=T)
-    with meter, torch.inference_mode():
-        net(x)
-    assert meter._cache.hits == 1  # the linear layer reused the neuron's reduction ...
+    native.select(kernels)
+    try:
+        with meter, torch.inference_mode():
+            net(x)
+    finally:
+        native.select(None)
+    # the linear layer reused the neuron's reduction; with the C kernel the neuron's own forward
+    # counted its spikes, so nothing was read back at all
+    assert (meter._cache.hits, meter._cache.misses) == ((2, 0) if kernels == "c" else (1, 1))
     layer = meter.report().table.layers[1]
     with torch.inference_mode():
         spikes = net[0](x)
     counts = spikes.sum(0)  # ... and its 1-bits (not computed for the neuron) match a hand count
     ones = sum(bin(int(c)).count("1") for c in counts.flatten())
     assert layer.binary and layer.bitserial_acs == pytest.approx(ones * 3 / 5)
+
+
+# ---- the C kernel (step/native/reduce.c) and its torch twin -----------------------------------
+def _needs_c():
+    from step import native
+
+    if native.load("reduce") is None:
+        pytest.skip("no C compiler: the torch twin runs (tested above)")
+
+
+def _c_and_twin(x: torch.Tensor, steps: int):
+    from step import native
+
+    native.select("c")
+    try:
+        c = reduce_tensor(x, steps)
+    finally:
+        native.select(None)
+    return c, _reduce_cpu(x.contiguous(), steps if x.numel() % steps == 0 else 1)
+
+
+@pytest.mark.parametrize("kind", ["binary", "ternary", "integer", "real", "zeros"])
+def test_c_reduction_equals_the_torch_twin(kind):
+    _needs_c()
+    x = _tensors()[kind]
+    big = (torch.rand(4, 70_000, generator=torch.Generator().manual_seed(1)) < 0.2).float()  # split over threads
+    for tensor, steps in ((x, 4), (x, 1), (x.permute(0, 2, 3, 1), 4), (big, 4)):
+        c, twin = _c_and_twin(tensor, steps)
+        exact = kind != "real" or tensor is big
+        for field in ("numel", "nnz", "sum", "abs_sum", "lo", "hi", "integer"):
+            a, b = _as_float(getattr(c, field)), _as_float(getattr(twin, field))
+            assert a == b if exact else a == pytest.approx(b, rel=1e-6), field
+        if kind != "real":
+            assert c.ones == twin.ones
+
+
+def test_c_reduction_of_special_values():
+    _needs_c()
+    for values, integer in (([1.0, float("inf"), 0.0, 2.0], False), ([0.0, -0.0, 3.0, -2.0], True),
+                            ([0.5, 1.0, 0.0, 0.0], False)):
+        c, twin = _c_and_twin(torch.tensor(values).view(2, 2), 2)
+        assert c.integer is integer and twin.integer is integer
+        assert (c.nnz, c.lo, c.hi) == (twin.nnz, twin.lo, twin.hi)
+    c, _ = _c_and_twin(torch.tensor([[1.0, float("nan")], [0.0, 1.0]]), 2)
+    assert not c.integer and c.lo != c.lo and c.hi != c.hi and c.nnz == 3  # NaN: extremes NaN, as aminmax
+
+
+def test_a_dense_view_with_time_outermost_shares_the_reduction():
+    _needs_c()
+    cache = ReductionCache()
+    k = (torch.rand(4, 2, 6, 8, generator=torch.Generator().manual_seed(2)) < 0.3).float()  # [T, B, N, D]
+    first = cache.reduce(k, steps=4)
+    kt = k.view(4, 2, 6, 2, 4).transpose(2, 3).transpose(-2, -1)  # heads, then K^T: [T, B, h, d, N]
+    assert not kt.is_contiguous()
+    assert cache.reduce(kt, steps=4) is first and cache.hits == 1  # no second pass over K
+    alone = reduce_tensor(kt.contiguous(), 4)  # the same numbers from a copy in the view's order
+    assert (alone.nnz, alone.sum, alone.ones, alone.lo, alone.hi) == (first.nnz, first.sum, first.ones, first.lo, first.hi)
+
+
+@pytest.mark.parametrize("name,v_reset", [("lif", 0.0), ("if", None)])
+def test_neuron_kernel_counts_its_spikes_as_a_reduction_would(name, v_reset):
+    from step import native
+    from step.energy.reduce import binary_reduction
+    from step.neurons import kernels
+    from step.registry import NEURONS
+
+    if native.load("lif") is None:
+        pytest.skip("no C compiler")
+    seen = []
+    previous = kernels.set_spike_sink(lambda spikes, steps, total, ones: seen.append((spikes, steps, total, ones)))
+    try:
+        n = NEURONS.build(name, v_reset=v_reset)
+        x = torch.randn(4, 3, 40_000, generator=torch.Generator().manual_seed(3)) * 2
+        with torch.inference_mode():
+            out = n(x)
+    finally:
+        kernels.set_spike_sink(previous)
+    (spikes, steps, total, ones), = seen
+    assert spikes.data_ptr() == out.data_ptr() and steps == 4
+    mine, twin = binary_reduction(out.numel(), total, ones), _reduce_cpu(out, 4)
+    for field in ("numel", "nnz", "sum", "abs_sum", "lo", "hi", "integer", "ones"):
+        assert _as_float(getattr(mine, field)) == _as_float(getattr(twin, field)), field
+
+
+def test_energy_tables_are_the_same_with_c_kernels_and_torch_twins():
+    from step import native
+    from step.components import default_neuron_factory
+    from step.registry import MODELS
+
+    _needs_c()
+    torch.manual_seed(0)
+    model = MODELS.build("spikformer", num_classes=4, img_size=16, in_chans=3, depth=1, dim=32, heads=2,
+                         neuron=default_neuron_factory(T=2)).eval()
+    x = torch.rand(2, 3, 3, 16, 16, generator=torch.Generator().manual_seed(4)) * 2
+    tables = {}
+    for choice in ("c", "torch"):
+        native.select(choice)
+        try:
+            meter = EnergyMeter(model, T=2)
+            with meter, torch.inference_mode():
+                model(x)
+            tables[choice] = meter.report().table.layers
+        finally:
+            native.select(None)
+    assert len(tables["c"]) == len(tables["torch"]) > 20
+    for a, b in zip(tables["c"], tables["torch"]):
+        assert (a.name, a.binary, a.ternary, a.integer, a.encoder) == (b.name, b.binary, b.ternary, b.integer, b.encoder)
+        for field in ("macs", "sops", "input_rate", "input_mean", "bitserial_acs", "spikes", "output_rate",
+                      "nonspike_macs"):
+            va, vb = getattr(a, field), getattr(b, field)
+            assert (va is None and vb is None) or va == pytest.approx(vb, rel=1e-9, abs=1e-9), (a.name, field)

@@ -220,14 +220,17 @@ class MatMulAccumulator(_Base):
         ra = self.a.update(cache.reduce(a, steps, need_ones=False))
         rb = self.b.update(cache.reduce(b, steps, need_ones=False))
         # for two spike operands every non-zero product term is one add (or subtract for signed
-        # spikes): sum_ij |a_ik| |b_kj| = sum_k (column sum of |a|)_k (row sum of |b|)_k, exact
-        a_mag = a.abs() if _maybe_negative(ra) else a
-        b_mag = b.abs() if _maybe_negative(rb) else b
-        if hadamard:
-            terms = (a_mag * b_mag).sum(dtype=torch.float64)
-        else:
-            terms = (a_mag.sum(-2, dtype=torch.float64) * b_mag.sum(-1, dtype=torch.float64)).sum()
-        self.exact = _add(self.exact, terms)
+        # spikes): sum_ij |a_ik| |b_kj| = sum_k (column sum of |a|)_k (row sum of |b|)_k, exact.
+        # On the CPU the reductions are numbers: skip the count where an operand is not unit spikes
+        # (then finish() never reads it); on accelerators it is always computed (no synchronisation).
+        if _may_be_unit(ra) and _may_be_unit(rb):
+            a_mag = a.abs() if _maybe_negative(ra) else a
+            b_mag = b.abs() if _maybe_negative(rb) else b
+            if hadamard:
+                terms = (a_mag * b_mag).sum(dtype=torch.float64)
+            else:  # column / row sums of unit spikes are exact in float32 (fewer than 2**24 terms)
+                terms = (a_mag.sum(-2).double() * b_mag.sum(-1).double()).sum()
+            self.exact = _add(self.exact, terms)
         self.sop_a = _add(self.sop_a, ra.abs_sum * (macs / max(a.numel(), 1)))
         self.sop_b = _add(self.sop_b, rb.abs_sum * (macs / max(b.numel(), 1)))
         self.macs_exec += macs
@@ -257,6 +260,13 @@ class MatMulAccumulator(_Base):
         else:
             row.nonspike_macs_once = row.nonspike_macs_per_step = row.macs_executed
         return row
+
+
+def _may_be_unit(red: Reduction) -> bool:
+    """False only when a CPU reduction proves the tensor is not binary or ternary spikes."""
+    if isinstance(red.lo, torch.Tensor):
+        return True
+    return bool(red.integer) and -1 <= red.lo and red.hi <= 1
 
 
 def _maybe_negative(red: Reduction) -> bool:

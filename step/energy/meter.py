@@ -35,7 +35,8 @@ from step.energy.counters import (
     classify,
 )
 from step.energy.ops import OpTable
-from step.energy.reduce import ReductionCache
+from step.energy.reduce import ReductionCache, binary_reduction
+from step.neurons.kernels import set_spike_sink
 from step.errors import StepError
 
 
@@ -81,13 +82,20 @@ class EnergyMeter:
         self._handles.append(self.model.register_forward_pre_hook(self._count_batch, with_kwargs=True))
         for module in self._accumulators:
             self._handles.append(module.register_forward_hook(self._hook))
+        self._previous_sink = set_spike_sink(self._spikes_written)
         return self
 
     def __exit__(self, *exc: Any) -> None:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+        set_spike_sink(self._previous_sink)
         self._cache.clear()
+
+    def _spikes_written(self, spikes: torch.Tensor, steps: int, total: float, ones: float) -> None:
+        """The C neuron kernel's count of the spikes it just wrote: the neuron's hook (and the layers
+        reading those spikes) then find their reduction in the cache instead of reading them again."""
+        self._cache.put(spikes, steps, binary_reduction(spikes.numel(), total, ones))
 
     def _count_batch(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         x = next((a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)), None)

@@ -10,14 +10,17 @@ For a tensor ``x`` read by a layer (or emitted by a neuron) that runs ``steps`` 
 Binary means ``integer and 0 <= lo and hi <= 1``; ternary (bipolar spikes) ``integer and -1 <= lo < 0
 and hi <= 1``.
 
-Two implementations give the same numbers:
+Three implementations give the same numbers (tests/test_energy_reduce.py compares them):
 
-* on the CPU the reductions branch on their values (a "synchronisation" costs nothing there), so a
-  binary tensor needs only one ``x - x^2`` pass with its extremes, one sum over the steps and a
-  ``bincount`` of the counts, written into reused scratch buffers; integer spikes count their
-  non-zeros as the sum of ``min(|x|, 1)``, and ``count_nonzero`` (slow on the CPU) runs only for
-  real-valued inputs. ``x - x^2`` is exactly 0 at 0 and 1 and non-zero (or NaN)
-  for every other float32 value, so "its minimum and maximum are both 0" is an exact binary test.
+* on the CPU, the C kernel ``step/native/reduce.c`` reads a float32 tensor once (OpenMP over
+  positions) and returns every statistic; a dense tensor in any layout (a transposed K, a
+  channels-last map) is reduced in place, since every statistic is a sum or an extreme over
+  elements and the per-position counts pair the same memory offsets of every step;
+* where the kernel is unavailable (no C compiler, ``STEP_KERNELS=torch``) or the dtype is not
+  float32, a torch twin branches on the values (a "synchronisation" costs nothing on the CPU): a
+  binary tensor needs one ``x - x^2`` pass with its extremes, one sum over the steps and a
+  ``bincount`` of the counts; ``x - x^2`` is exactly 0 at 0 and 1 and non-zero (or NaN) for every
+  other float32 value, so "its minimum and maximum are both 0" is an exact binary test;
 * on accelerators everything stays a device tensor, so counting never synchronises the device.
 
 :class:`ReductionCache` keeps the reductions of the last few tensors (by storage address, size and
@@ -27,12 +30,15 @@ spikes, or a layer reading the spikes its neuron just emitted, reduce them once.
 
 from __future__ import annotations
 
+import ctypes
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from step.native import dense_outer_first
 
 #: popcount of 0..255, per device
 _POPCOUNT_TABLES: dict[torch.device, torch.Tensor] = {}
@@ -147,6 +153,38 @@ def _reduce_cpu(x: torch.Tensor, steps: int, scratch: Scratch | None = None, nee
     return Reduction(x.numel(), nnz, s, abs_sum, lo, hi, integer, ones)
 
 
+class _CReduction(ctypes.Structure):
+    """``step_reduction`` of step/native/reduce.c."""
+
+    _fields_ = [("nnz", ctypes.c_double), ("sum", ctypes.c_double), ("abs_sum", ctypes.c_double),
+                ("ones", ctypes.c_double), ("non_integer", ctypes.c_double), ("nan", ctypes.c_double),
+                ("lo", ctypes.c_float), ("hi", ctypes.c_float)]
+
+
+#: below this many elements one thread reduces (starting OpenMP threads costs more)
+_PARALLEL_MIN = 1 << 15
+
+
+def _c_library(x: torch.Tensor):
+    if x.device.type != "cpu" or x.dtype != torch.float32:
+        return None
+    from step.native import load
+
+    return load("reduce")
+
+
+def _reduce_c(lib, x: torch.Tensor, steps: int) -> Reduction:
+    if not dense_outer_first(x):
+        x = x.contiguous()
+    out = _CReduction()
+    threads = 1 if x.numel() < _PARALLEL_MIN else torch.get_num_threads()
+    if lib.step_reduce(x.data_ptr(), steps, x.numel() // steps, ctypes.byref(out), threads):
+        raise MemoryError("step_reduce: no memory for the per-chunk results")
+    integer = out.non_integer == 0
+    lo, hi = (float("nan"), float("nan")) if out.nan else (float(out.lo), float(out.hi))
+    return Reduction(x.numel(), out.nnz, out.sum, out.abs_sum, lo, hi, integer, out.ones if integer else 0.0)
+
+
 def _integer_ones(counts: torch.Tensor, lo: float) -> float:
     mags = counts.abs() if lo < 0 else counts
     return _ones_cpu(mags, float(mags.max()) if mags.numel() else 0.0)
@@ -165,13 +203,19 @@ def _reduce_device(x: torch.Tensor, steps: int) -> Reduction:
 def reduce_tensor(x: torch.Tensor, steps: int = 1, scratch: Scratch | None = None, need_ones: bool = True) -> Reduction:
     """The :class:`Reduction` of ``x`` read ``steps`` times per inference (``x`` holds the steps).
 
-    ``need_ones=False`` skips the bit-serial 1-bit count on the CPU (``ones`` is then None): neurons
-    and spike products do not use it, only the conv / linear layers reading the tensor do.
+    ``need_ones=False`` lets the torch twin skip the bit-serial 1-bit count (``ones`` is then None):
+    neurons and spike products do not use it, only the conv / linear layers reading the tensor do
+    (the C kernel counts them in the same pass anyway).
     """
     x, steps = _prepared(x, steps)
     if x.numel() == 0:
         return Reduction(0, 0.0, 0.0, 0.0, 0.0, 0.0, True, 0.0)
-    return _reduce_cpu(x, steps, scratch, need_ones) if x.device.type == "cpu" else _reduce_device(x, steps)
+    if x.device.type != "cpu":
+        return _reduce_device(x, steps)
+    lib = _c_library(x)
+    if lib is not None:
+        return _reduce_c(lib, x, steps)
+    return _reduce_cpu(x, steps, scratch, need_ones)
 
 
 def _prepared(x: torch.Tensor, steps: int) -> tuple[torch.Tensor, int]:
@@ -194,7 +238,8 @@ class ReductionCache:
 
     Keys are (storage address, element count, dtype, device, steps) of contiguous tensors: a reshape
     of the same memory (``[T, B, N, C]`` -> ``[T*B*N, C]``) has the same elements in the same order,
-    hence the same reduction. Each entry holds its tensor, so its memory cannot be freed and
+    hence the same reduction. Where the C kernel reduces, a dense view in another order (``K^T`` of
+    a ``K`` already reduced) shares the key too: its statistics do not depend on the order. Each entry holds its tensor, so its memory cannot be freed and
     reused by another tensor while the entry lives; ``size`` bounds the extra memory kept alive.
     """
 
@@ -208,12 +253,25 @@ class ReductionCache:
         """Forget the cached tensors (the scratch buffers stay for the next batch)."""
         self._entries.clear()
 
+    def _key(self, x: torch.Tensor, steps: int) -> tuple:
+        return (x.data_ptr(), x.numel(), x.dtype, x.device, steps)
+
+    def put(self, x: torch.Tensor, steps: int, red: Reduction) -> None:
+        """Store the reduction of ``x`` made elsewhere (the C neuron kernel counts the spikes it writes)."""
+        x = x.detach()
+        if self.size <= 0 or not x.is_contiguous():
+            return
+        self._entries[self._key(x, steps)] = (x, red)
+        self._entries.move_to_end(self._key(x, steps))
+        if len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+
     def reduce(self, x: torch.Tensor, steps: int = 1, need_ones: bool = True) -> Reduction:
         x = x.detach()
-        if not x.is_contiguous() or self.size <= 0:
+        if self.size <= 0 or not (x.is_contiguous() or (_c_library(x) is not None and dense_outer_first(x))):
             self.misses += 1
             return reduce_tensor(x, steps, self.scratch, need_ones)
-        key = (x.data_ptr(), x.numel(), x.dtype, x.device, steps)
+        key = self._key(x, steps)
         entry = self._entries.get(key)
         if entry is not None:
             self._entries.move_to_end(key)
@@ -228,6 +286,14 @@ class ReductionCache:
         if len(self._entries) > self.size:
             self._entries.popitem(last=False)
         return red
+
+
+def binary_reduction(numel: int, total: float, ones: float) -> Reduction:
+    """The reduction of a tensor of ``numel`` values in {0, 1} holding ``total`` ones (the C neuron
+    kernel's count of the spikes it wrote), equal to what :func:`reduce_tensor` computes for it."""
+    lo = 0.0 if total < numel else 1.0
+    hi = 1.0 if total > 0 else 0.0
+    return Reduction(numel, total, total, total, lo, hi, True, ones)
 
 
 def twin_bits(T: int, max_value: float, signed: bool = False) -> int:
