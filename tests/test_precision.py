@@ -84,3 +84,80 @@ def test_compile_neurons_flag_reaches_the_kernel_switch(isolated_roots, monkeypa
     assert calls == [True] and record["compile_neurons"] is True
     record = run(compose([*TINY]))
     assert calls == [True, False] and record["compile_neurons"] is False
+
+
+def test_channels_last_flag_reaches_the_conv_inputs(isolated_roots, monkeypatch):
+    """trainer.channels_last decides the memory layout the patch-embedding convolutions read."""
+    import importlib
+
+    builders = importlib.import_module("step.engine.builders")
+    real, seen = builders.build_model, []
+
+    def build_and_watch(cfg, bundle):
+        model = real(cfg, bundle)
+        conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1)
+        conv.register_forward_pre_hook(lambda m, args: seen.append(
+            (args[0].is_contiguous(), args[0].is_contiguous(memory_format=torch.channels_last))))
+        return model
+
+    monkeypatch.setattr(builders, "build_model", build_and_watch)
+    record = run(compose([*TINY, "trainer.channels_last=false"]))
+    assert record["channels_last"] is False and seen and all(s == (True, False) for s in seen)
+    seen.clear()
+    record = run(compose([*TINY]))  # the default
+    assert record["channels_last"] is True and seen and all(s == (False, True) for s in seen)
+
+
+def test_cpu_allocator_flag_reaches_mallopt(isolated_roots, monkeypatch):
+    """trainer.cpu_allocator=keep asks glibc to keep freed memory (trim threshold up, no mmap);
+    system restores glibc's defaults; the record says which is in effect."""
+    from step.engine import allocator
+
+    calls = []
+
+    class FakeLibc:
+        def mallopt(self, param, value):
+            calls.append((param, value))
+            return 1
+
+    monkeypatch.setattr(allocator, "_libc", lambda: FakeLibc())
+    monkeypatch.setitem(allocator._STATE, "mode", "system")
+    record = run(compose([*TINY, "trainer.device=cpu"]))
+    assert record["cpu_allocator"] == "keep" and calls == [(-1, 2**31 - 1), (-4, 0)]
+    calls.clear()
+    record = run(compose([*TINY, "trainer.device=cpu", "trainer.cpu_allocator=system"]))
+    assert record["cpu_allocator"] == "system" and dict(calls) == {-1: 128 * 1024, -2: 0, -3: 128 * 1024, -4: 65536}
+    assert set(record["kernels"]) == {"lif", "reduce"}
+
+
+def test_keep_allocator_reuses_freed_memory_without_page_faults():
+    """The effect itself, on the real C library: a 64 MB buffer allocated again after a free costs
+    (almost) no page faults with ``keep``, and a fresh set of faults with glibc's defaults."""
+    import resource
+
+    from step.engine import allocator
+
+    if allocator._libc() is None:
+        pytest.skip("not glibc")
+
+    def faults_of_two_allocations() -> tuple[int, int]:
+        out = []
+        for _ in range(2):
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            buf = torch.ones(16 * 2**20)  # 64 MB, every page written
+            out.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+            del buf
+        return out[0], out[1]
+
+    try:
+        assert allocator.configure_cpu_allocator("system") == "system"
+        first, second = faults_of_two_allocations()
+        assert first > 8000 and second > 8000  # 16384 pages of 4 KiB each time (mmap, then unmapped)
+        assert allocator.configure_cpu_allocator("keep") == "keep"
+        faults_of_two_allocations()
+        _, again = faults_of_two_allocations()
+        assert again < 0.1 * first  # the freed block is reused
+    finally:
+        allocator.configure_cpu_allocator("keep")
+    with pytest.raises(Exception, match="trainer.cpu_allocator='fast' is not one of keep, system"):
+        allocator.configure_cpu_allocator("fast")

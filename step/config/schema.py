@@ -26,6 +26,8 @@ class TrainerConf:
     precision: str = "32"  # 32 | bf16 (CPU or CUDA autocast) | fp16 (CUDA autocast + GradScaler)
     compile: bool = False  # torch.compile the model
     compile_neurons: bool = False  # torch.compile the fused IF/LIF loops (bit-identical; ~25 s first compile)
+    channels_last: bool = True  # conv stacks run channels-last (NHWC): faster oneDNN / cuDNN kernels
+    cpu_allocator: str = "keep"  # keep (reuse freed memory, no page faults per step) | system (glibc defaults)
     progress: bool = True
     grad_clip: Optional[float] = None
     eval_every: int = 1  # evaluate on the test split every N epochs (and always at the end)

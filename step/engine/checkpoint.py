@@ -43,7 +43,7 @@ FINAL_STATUSES = ("ok", "diverged")
 #: is launched); every other key must match for a checkpoint to be continued
 NON_IDENTITY = ("paths", "logger", "tags", "reference", "energy", "trainer.resume", "trainer.progress",
                 "trainer.num_workers", "trainer.device", "trainer.compile", "trainer.compile_neurons",
-                "trainer.ckpt_every")
+                "trainer.channels_last", "trainer.cpu_allocator", "trainer.ckpt_every")
 
 
 def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:

@@ -23,8 +23,10 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from step import native
 from step.config.validate import validate_config
 from step.engine import builders, checkpoint, distributed
+from step.engine.allocator import configure_cpu_allocator, current as current_allocator
 from step.engine.loggers import RunLogger, make_logger
 from step.engine.loop import evaluate, train_one_epoch
 from step.engine.precision import autocast_factory, check_precision, make_scaler, maybe_compile, set_neuron_compilation
@@ -34,6 +36,7 @@ from step.engine.report import format_summary
 from step.engine.seed import resolve_device, seed_everything
 from step.engine.signals import graceful_stop, shielded
 from step.errors import DivergedError
+from step.layers.fold import set_channels_last
 from step.results.record import command_line, git_commit, package_versions
 
 
@@ -136,6 +139,8 @@ def _run(cfg: DictConfig, info: distributed.DistInfo, device: torch.device) -> d
     run_dir = source.parent if source is not None else _run_dir(cfg)
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     set_neuron_compilation(t.compile_neurons)
+    set_channels_last(t.channels_last)
+    allocator = configure_cpu_allocator(t.cpu_allocator) if device.type == "cpu" else current_allocator()
     train_net = maybe_compile(distributed.wrap(model, info, device, t.sync_bn), t.compile)
     eval_net = model if info.enabled else train_net  # DDP's forward would sync over uneven test shards
     record: dict[str, Any] = {
@@ -144,6 +149,7 @@ def _run(cfg: DictConfig, info: distributed.DistInfo, device: torch.device) -> d
         "git_commit": git_commit(), "versions": package_versions(),
         "device": str(device) if not info.enabled else f"{device.type} x{info.world_size}",
         "world_size": info.world_size, "precision": str(t.precision), "compile": bool(t.compile), "compile_neurons": bool(t.compile_neurons),
+        "channels_last": bool(t.channels_last), "cpu_allocator": allocator, "kernels": native.implementations(),
         "torch_threads": torch.get_num_threads(), "seed": cfg.seed, "T": cfg.T, "params": params,
         "components": components(cfg), "metric_name": task.metric_name, "metrics": {},
         "data": {"name": bundle.name, "modality": bundle.modality, "num_classes": bundle.num_classes,

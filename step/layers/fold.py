@@ -5,6 +5,25 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+#: conv stacks run channels-last (``trainer.channels_last``; :func:`set_channels_last`)
+_POLICY = {"channels_last": True}
+
+
+def set_channels_last(on: bool) -> None:
+    """Whether :class:`SeqModule` feeds its 2-D convolutions channels-last (NHWC) maps.
+
+    oneDNN (CPU) and cuDNN run NHWC convolutions without reordering the activations to and from
+    their blocked layouts on every call; on this project's 2-core CPU a Spikformer training step
+    is a few per cent faster. Values are the same up to float rounding (another kernel runs); the
+    layout flows through BN, pooling and the neurons, and tokens made from the maps
+    (``flatten(-2).transpose(-1, -2)``) come out contiguous without a copy.
+    """
+    _POLICY["channels_last"] = bool(on)
+
+
+def channels_last() -> bool:
+    return _POLICY["channels_last"]
+
 
 def fold(x: torch.Tensor) -> torch.Tensor:
     """``[T, B, ...] -> [T*B, ...]``."""
@@ -17,8 +36,15 @@ def unfold(x: torch.Tensor, T: int) -> torch.Tensor:
 
 
 class SeqModule(nn.Sequential):
-    """Stateless layers (conv, BN, pooling, linear) applied to every timestep at once."""
+    """Stateless layers (conv, BN, pooling, linear) applied to every timestep at once.
+
+    A stack that starts with a 2-D convolution gets its input channels-last when the policy
+    (:func:`set_channels_last`) is on; the output keeps that layout.
+    """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         T = x.shape[0]
-        return unfold(super().forward(fold(x)), T)
+        y = fold(x)
+        if _POLICY["channels_last"] and y.dim() == 4 and len(self) and isinstance(self[0], nn.Conv2d):
+            y = y.contiguous(memory_format=torch.channels_last)
+        return unfold(super().forward(y), T)

@@ -77,6 +77,15 @@ class Row:
                 fmt(self.ratio), fmt(self.goal), self.status]
 
 
+def use_runner_cpu_allocator() -> str:
+    """Give this benchmark process the CPU allocator setting ``step-train`` uses by default
+    (``trainer.cpu_allocator=keep``: freed memory is reused, not returned to the kernel). Ours and
+    the peer run in the same process, so both sides get it; returns the mode in effect."""
+    from step.engine.allocator import configure_cpu_allocator
+
+    return configure_cpu_allocator("keep")
+
+
 def time_ratio(benchmark: str, shapes: str, ours_s: float, peer_s: float, goal: float | None, notes: str = "") -> Row:
     """A row for a time comparison: ratio = peer / ours (speed-up of ours)."""
     return Row(benchmark, shapes, ours_s, peer_s, peer_s / ours_s if ours_s > 0 else None, goal, notes)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -57,6 +59,10 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=256)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     args = parser.parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _timing import use_runner_cpu_allocator
+
+    use_runner_cpu_allocator()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)

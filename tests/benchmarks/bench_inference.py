@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timing import Row, alternate, append_csv, table  # noqa: E402
+from _timing import Row, alternate, append_csv, table, use_runner_cpu_allocator  # noqa: E402
 from bench_train_step import build_ours, build_peer, inputs  # noqa: E402
 
 #: one model per registered family, at (or adapted to) 32 px
@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
     ap.add_argument("--families", nargs="+", default=list(FAMILIES))
     ap.add_argument("--csv", default=None)
     args = ap.parse_args(argv)
+    use_runner_cpu_allocator()
     dev = torch.device(args.device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else None
     rows: list[Row] = []

@@ -15,8 +15,9 @@ the peer keeps its per-site defaults such as the 0.5 attention threshold):
   layout (stages at /1, /2, /4), so the peer gets 128 x 128 inputs: both then run their
   transformer stages on the same 32/16/8 token grids (see docs/performance.md).
 
-Both sides run in this process, alternating, after a warm-up; ratio = peer time / our time
-(goal >= 1.5). ``--compile`` adds our ``torch.compile`` mode vs the peer eager (goal >= 2; the cold
+Both sides run in this process, alternating, after a warm-up, under the CPU allocator setting
+``step-train`` uses (``trainer.cpu_allocator=keep``, so neither side pays page faults for buffers
+freed in the previous step); ratio = peer time / our time (goal >= 1.5). ``--compile`` adds our ``torch.compile`` mode vs the peer eager (goal >= 2; the cold
 compile time is printed apart). ``--memory`` runs each side in its own subprocess and compares the
 growth of the resident set (sampled every 2 ms) over two training steps (goal: ours <= peer).
 """
@@ -37,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timing import Row, alternate, append_csv, table, time_ratio  # noqa: E402
+from _timing import Row, alternate, append_csv, table, time_ratio, use_runner_cpu_allocator  # noqa: E402
 
 MODELS_DEFAULT = ["spikformer-4-384", "sdt-2-512", "qkformer-4-384"]
 GOAL_EAGER, GOAL_COMPILED, GOAL_MEMORY = 1.5, 2.0, 1.0
@@ -181,6 +182,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
     ap.add_argument("--csv", default=None, help="append the rows to this CSV (e.g. results/bench.csv)")
     ap.add_argument("--memory-child", choices=["ours", "peer"], help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    use_runner_cpu_allocator()
     if args.memory_child:
         _memory_child(args.memory_child, args.models[0], args.T, args.batch)
         return []
