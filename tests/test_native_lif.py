@@ -88,6 +88,34 @@ def test_c_kernel_threads_long_inputs_and_edge_cases():
 
 
 @needs_cc
+@pytest.mark.parametrize("surrogate", ["atan", "sigmoid", "triangle"])
+def test_streaming_stores_and_recomputed_membranes_change_no_bit(surrogate, monkeypatch):
+    # every result streamed (ragged, unaligned runs: 1037 positions per step); atan recomputes H
+    # from X in the backward, the others read the saved H: all equal the torch loop
+    monkeypatch.setattr(kernels, "_STREAM_MIN_BYTES", 0)
+    assert kernels._stream(torch.empty(1)) == 1
+    assert kernels._recomputes(NEURONS.build("lif", surrogate=surrogate).surrogate) == (surrogate == "atan")
+    for name, v_reset in (("lif", 0.0), ("lif", None), ("if", 0.0)):
+        n = NEURONS.build(name, tau=2.0, v_reset=v_reset, surrogate=surrogate)
+        x, g = _data((5, 1037), seed=7)
+        gv = torch.randn(1037, generator=torch.Generator().manual_seed(8))
+        _same(*_both(n, x, g, gv=gv))
+        xo, go = (t.reshape(-1)[3:3 + 5 * 1030].view(5, 1030) for t in (x, g))  # 12 bytes into the storage
+        assert xo.is_contiguous() and xo.data_ptr() % 16 == 12  # not aligned for any vector store
+        _same(*_both(n, xo, go))
+
+
+@needs_cc
+def test_recomputing_backward_keeps_the_input_and_no_membrane():
+    n = NEURONS.build("lif", tau=2.0, surrogate="atan")
+    native.select("c")
+    x = torch.randn(4, 3, 50, requires_grad=True)
+    s = n(x)
+    saved = [t for t in s.grad_fn.saved_tensors]
+    assert len(saved) == 1 and saved[0].data_ptr() == x.data_ptr()  # X itself, no H tensor
+
+
+@needs_cc
 def test_c_kernel_keeps_channels_last_layouts_and_gradient_layouts():
     # a [T, B, C, H, W] input whose steps are channels-last (what a channels-last conv stack gives)
     n = NEURONS.build("lif", tau=2.0, surrogate="sigmoid", alpha=4.0)

@@ -124,6 +124,7 @@ def _run(cfg: DictConfig, info: distributed.DistInfo, device: torch.device) -> d
     bundle = builders.build_data(cfg)
     check_num_classes(cfg, bundle.num_classes, bundle.name)
     encoder = builders.build_encoder(cfg).to(device)
+    set_channels_last(t.channels_last)  # before the model is built: its conv weights take the layout
     model = builders.build_model(cfg, bundle).to(device)
     task = builders.build_task(cfg)
     train_loader, test_loader = builders.build_loaders(cfg, bundle, generator, info)
@@ -139,7 +140,6 @@ def _run(cfg: DictConfig, info: distributed.DistInfo, device: torch.device) -> d
     run_dir = source.parent if source is not None else _run_dir(cfg)
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     set_neuron_compilation(t.compile_neurons)
-    set_channels_last(t.channels_last)
     allocator = configure_cpu_allocator(t.cpu_allocator) if device.type == "cpu" else current_allocator()
     train_net = maybe_compile(distributed.wrap(model, info, device, t.sync_bn), t.compile)
     eval_net = model if info.enabled else train_net  # DDP's forward would sync over uneven test shards

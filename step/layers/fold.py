@@ -39,8 +39,17 @@ class SeqModule(nn.Sequential):
     """Stateless layers (conv, BN, pooling, linear) applied to every timestep at once.
 
     A stack that starts with a 2-D convolution gets its input channels-last when the policy
-    (:func:`set_channels_last`) is on; the output keeps that layout.
+    (:func:`set_channels_last`) is on; the output keeps that layout. Its 2-D convolution weights are
+    made channels-last when it is built under the policy, so that no step converts them (forward,
+    backward and the gradient), which would copy every weight three times per step.
     """
+
+    def __init__(self, *modules: nn.Module):
+        super().__init__(*modules)
+        if _POLICY["channels_last"]:
+            for m in self:
+                if isinstance(m, nn.Conv2d):
+                    m.weight.data = m.weight.data.contiguous(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         T = x.shape[0]

@@ -161,6 +161,9 @@ _RESET_HARD, _RESET_SOFT = 0, 1
 _SG_POINTERS, _SG_ATAN, _SG_SIGMOID = 0, 1, 2
 #: below this many elements one thread does the work (starting OpenMP threads costs more)
 _PARALLEL_MIN = 1 << 15
+#: results of at least this many bytes (a core's L2 here) are written with streaming stores: they
+#: would not stay in the caches anyway, and a normal store first reads every destination line
+_STREAM_MIN_BYTES = 2 << 20
 
 
 def _c_library(x_seq: torch.Tensor):
@@ -205,6 +208,17 @@ def set_spike_sink(sink: Callable | None) -> Callable | None:
     return previous
 
 
+def _stream(t: torch.Tensor) -> int:
+    return int(t.numel() * t.element_size() >= _STREAM_MIN_BYTES)
+
+
+def _recomputes(surrogate) -> bool:
+    """Whether the backward can rebuild H from X inside the kernel (its surrogate is evaluated
+    there), so the forward writes no H and the caller keeps X instead."""
+    form = surrogate.kernel_form()
+    return form is not None and form[0] == "atan"
+
+
 def _c_forward(lib, x_seq, tau, decay_input, th, reset, keep_h):
     T = x_seq.shape[0]
     N = x_seq.numel() // T
@@ -216,15 +230,17 @@ def _c_forward(lib, x_seq, tau, decay_input, th, reset, keep_h):
     lib.step_lif_forward(x_seq.data_ptr(), spikes.data_ptr(), hs.data_ptr() if keep_h else None, v.data_ptr(),
                          T, N, _charge_mode(tau, decay_input), _RESET_SOFT if reset is None else _RESET_HARD,
                          1.0 if tau is None else tau, th, 0.0 if reset is None else reset,
-                         0.0 if reset is None else reset, stats, _threads(x_seq.numel()))
+                         0.0 if reset is None else reset, stats, _stream(x_seq), _threads(x_seq.numel()))
     if sink is not None:
         sink(spikes, T, stats[0], stats[1])
     return spikes, v, hs
 
 
-def _c_backward(lib, gs, gv, h, surrogate, tau, decay_input, th, reset, detach_reset):
+def _c_backward(lib, gs, gv, saved, from_input, surrogate, tau, decay_input, th, reset, detach_reset):
     """The detached-reset adjoint in one pass; the surrogate is evaluated in the kernel when its
-    :meth:`~step.surrogates.Surrogate.kernel_form` allows, else by torch step by step (as the loop)."""
+    :meth:`~step.surrogates.Surrogate.kernel_form` allows, else by torch step by step (as the loop).
+    ``saved`` is H, or X when ``from_input`` (the kernel then recomputes H, same layout)."""
+    h = saved
     T = h.shape[0]
     N = h.numel() // T
     layout = None
@@ -234,7 +250,7 @@ def _c_backward(lib, gs, gv, h, surrogate, tau, decay_input, th, reset, detach_r
         # the layers before the neuron, so the kernel returns it too (SpikingJelly agrees with it)
         layout = (N, *torch.mul(gs[0], h[0]).stride())
     gs, gv = _like(gs, h), _like(gv, h[0])
-    form = surrogate.kernel_form() if gs is not None else ("atan", 0.0, 0.0)  # no gS: no surrogate
+    form = surrogate.kernel_form() if gs is not None or from_input else ("atan", 0.0, 0.0)  # no gS: no surrogate
     keep: list[torch.Tensor] = []  # tensors the pointer array refers to
     c1 = c2 = 0.0
     if form is not None and form[0] == "atan":
@@ -252,10 +268,14 @@ def _c_backward(lib, gs, gv, h, surrogate, tau, decay_input, th, reset, detach_r
         keep = [_like(surrogate.derivative(h[t] - th), h[t]) for t in range(T)]
     pointers = (ctypes.c_void_p * T)(*[k.data_ptr() for k in keep]) if keep else None
     gx = torch.empty_like(h)
-    lib.step_lif_backward(None if gs is None else gs.data_ptr(), None if gv is None else gv.data_ptr(),
-                          h.data_ptr(), pointers, gx.data_ptr(), T, N, _charge_mode(tau, decay_input),
-                          _RESET_SOFT if reset is None else _RESET_HARD, mode, 1.0 if tau is None else tau,
-                          th, c1, c2, _threads(h.numel()))
+    r = 0.0 if reset is None else reset
+    failed = lib.step_lif_backward(
+        None if gs is None else gs.data_ptr(), None if gv is None else gv.data_ptr(),
+        None if from_input else h.data_ptr(), h.data_ptr() if from_input else None, pointers, gx.data_ptr(),
+        T, N, _charge_mode(tau, decay_input), _RESET_SOFT if reset is None else _RESET_HARD, mode,
+        1.0 if tau is None else tau, th, r, r, c1, c2, _stream(gx), _threads(h.numel()))
+    if failed:
+        raise MemoryError(f"the C neuron backward could not allocate {T} x 1024 floats per thread")
     if layout is not None and layout != gx.stride():
         gx = torch.empty_strided(gx.shape, layout, dtype=gx.dtype).copy_(gx)
     return gx
@@ -267,8 +287,11 @@ class _FusedLIF(torch.autograd.Function):
         ctx.set_materialize_grads(False)  # an unused final membrane gives gv=None, not a tensor of zeros
         need_grad = ctx.needs_input_grad[0]
         lib = _c_library(x_seq)
+        from_input = lib is not None and need_grad and _recomputes(surrogate)
         if lib is not None:
-            spikes, v, h = _c_forward(lib, x_seq, tau, decay_input, th, reset, need_grad)
+            spikes, v, h = _c_forward(lib, x_seq, tau, decay_input, th, reset, need_grad and not from_input)
+            if from_input:
+                h = x_seq  # the backward recomputes H from X (no H written, the same memory kept)
         else:
             loop = _maybe_compiled(_forward_loop, _forward_loop_pure)
             v0 = torch.full_like(x_seq[0], v0)
@@ -276,7 +299,7 @@ class _FusedLIF(torch.autograd.Function):
         if need_grad:
             ctx.save_for_backward(h)
             ctx.cfg = (surrogate, tau, decay_input, th, reset, detach_reset)
-            ctx.c_library = lib
+            ctx.c_library, ctx.from_input = lib, from_input
         return spikes, v
 
     @staticmethod
@@ -284,7 +307,7 @@ class _FusedLIF(torch.autograd.Function):
         (h,) = ctx.saved_tensors
         surrogate, *cfg = ctx.cfg  # gs / gv may be None (unused output): the loop skips them
         if ctx.c_library is not None:
-            gx = _c_backward(ctx.c_library, gs, gv, h, surrogate, *cfg)
+            gx = _c_backward(ctx.c_library, gs, gv, h, ctx.from_input, surrogate, *cfg)
         else:
             loop = _maybe_compiled(_backward_loop, _backward_loop)
             gx = loop(gs, gv, h, surrogate.derivative, *cfg)
