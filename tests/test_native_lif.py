@@ -194,3 +194,20 @@ def test_selection_and_its_errors(tmp_path, monkeypatch):
             native.load("lif")
     finally:
         native.reset_for_tests()
+
+
+@pytest.mark.parametrize("tau,expected", [(2.0, 0.5), (4.0, 0.25), (0.5, 2.0), (3.0, 0.0), (2.0000001, 0.5),
+                                          (1.7, 0.0), (None, 0.0)])
+def test_divisions_by_a_power_of_two_tau_become_exact_multiplications(tau, expected):
+    # x / 2^k and x * 2^-k are the same correctly rounded number, so the kernel may multiply; the
+    # test is on the float32 value the kernel divides by (2.0000001 rounds to 2.0 in float32)
+    assert kernels._inverse_if_power_of_two(tau) == expected
+
+
+@needs_cc
+@pytest.mark.parametrize("tau", [2.0, 4.0, 3.0])
+def test_power_of_two_tau_path_is_bit_identical(tau):
+    n = NEURONS.build("lif", tau=tau, surrogate="atan", decay_input=False)
+    x, g = _data((4, 3, 2000), seed=9)
+    x[0, 0, :8] = torch.tensor([1e-40, -1e-40, 3e38, -3e38, 0.0, -0.0, 1.0, 2.0])  # subnormals, huge
+    _same(*_both(n, x, g))

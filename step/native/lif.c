@@ -29,12 +29,20 @@ enum { CHARGE_IF = 0, CHARGE_LIF_DECAY_INPUT = 1, CHARGE_LIF = 2 };
 enum { RESET_HARD = 0, RESET_SOFT = 1 };
 enum { SG_POINTERS = 0, SG_ATAN = 1, SG_SIGMOID = 2 };
 
+/* a / tau; for tau a power of two, a * (1 / tau), which is the same correctly rounded number (both
+ * are a * 2^-k rounded once) without the slow division; `pow2` is a compile-time constant */
+static inline __attribute__((always_inline)) float over_tau(const int pow2, float a, float tau, float inv_tau)
+{
+    return pow2 ? a * inv_tau : a / tau;
+}
+
 /* the charge H[t] from V[t-1] and X[t] */
-static inline __attribute__((always_inline)) float charge_of(const int charge, float v, float x, float tau, float r)
+static inline __attribute__((always_inline)) float charge_of(const int charge, const int pow2, float v, float x,
+                                                             float tau, float inv_tau, float r)
 {
     if (charge == CHARGE_IF) return v + x;
-    if (charge == CHARGE_LIF_DECAY_INPUT) return v + (x - (v - r)) / tau;
-    return (v - (v - r) / tau) + x;
+    if (charge == CHARGE_LIF_DECAY_INPUT) return v + over_tau(pow2, x - (v - r), tau, inv_tau);
+    return (v - over_tau(pow2, v - r, tau, inv_tau)) + x;
 }
 
 /* V[t] from H[t] and S[t] */
@@ -84,7 +92,8 @@ static inline void store_fence(int stream)
 
 static inline __attribute__((always_inline)) void forward_chunk(
     const float *x, float *spikes, float *hs, float *v_last, int64_t T, int64_t N, int64_t start, int64_t n,
-    const int charge, const int reset_mode, float tau, float th, float r, float v0, double *counted, int stream)
+    const int charge, const int reset_mode, const int pow2, float tau, float inv_tau, float th, float r, float v0,
+    double *counted, int stream)
 {
     float v[CHUNK], sbuf[CHUNK], hbuf[CHUNK];
     int32_t count[CHUNK];  /* integers: their sums vectorise (no float reassociation needed) */
@@ -95,7 +104,7 @@ static inline __attribute__((always_inline)) void forward_chunk(
     for (int64_t t = 0; t < T; ++t) {
         const float *xt = x + t * N + start;
         for (int64_t i = 0; i < n; ++i) {
-            const float h = charge_of(charge, v[i], xt[i], tau, r);
+            const float h = charge_of(charge, pow2, v[i], xt[i], tau, inv_tau, r);
             const float s = h >= th ? 1.0f : 0.0f;
             v[i] = reset_of(reset_mode, h, s, th, r);
             sbuf[i] = s;
@@ -118,15 +127,23 @@ static inline __attribute__((always_inline)) void forward_chunk(
     }
 }
 
-#define FORWARD_CASE(C, R) \
-    forward_chunk(x, spikes, hs, v_last, T, N, start, n, C, R, tau, th, r, v0, stats ? part : 0, stream)
+#define FORWARD_CASE(C, R)                                                                              \
+    do {                                                                                                \
+        if (inv_tau != 0.0f)                                                                            \
+            forward_chunk(x, spikes, hs, v_last, T, N, start, n, C, R, 1, tau, inv_tau, th, r, v0,      \
+                          stats ? part : 0, stream);                                                    \
+        else                                                                                            \
+            forward_chunk(x, spikes, hs, v_last, T, N, start, n, C, R, 0, tau, inv_tau, th, r, v0,      \
+                          stats ? part : 0, stream);                                                    \
+    } while (0)
 
-/* hs (optional): the charged membranes, for a backward that reads them; stats (optional, else 0):
+/* inv_tau: 1 / tau when tau is a power of two (the divisions become multiplications, same values),
+ * else 0; hs (optional): the charged membranes, for a backward that reads them; stats (optional, else 0):
  * receives {spikes emitted, 1-bits of the per-position spike counts}, the statistics the energy
  * counters would otherwise read back from the spikes (step/energy/reduce.py) */
 void step_lif_forward(const float *x, float *spikes, float *hs, float *v_last, int64_t T, int64_t N,
-                      int charge, int reset_mode, float tau, float th, float r, float v0, double *stats,
-                      int stream, int threads)
+                      int charge, int reset_mode, float tau, float inv_tau, float th, float r, float v0,
+                      double *stats, int stream, int threads)
 {
     const int64_t chunks = (N + CHUNK - 1) / CHUNK;
     double total = 0.0, ones = 0.0;  /* integer-valued: the sum does not depend on the order */
@@ -165,7 +182,8 @@ void step_lif_forward(const float *x, float *spikes, float *hs, float *v_last, i
 static inline __attribute__((always_inline)) void backward_chunk(
     const float *gs, const float *gv, const float *h, const float *x, float *local, const float *const *sg_steps,
     float *gx, int64_t T, int64_t N, int64_t start, int64_t n, const int charge, const int reset_mode,
-    const int sg_mode, float tau, float th, float r, float v0, float c1, float c2, int stream)
+    const int sg_mode, const int pow2, float tau, float inv_tau, float th, float r, float v0, float c1, float c2,
+    int stream)
 {
     float carry[CHUNK], gbuf[CHUNK];
     if (!h) {
@@ -175,7 +193,7 @@ static inline __attribute__((always_inline)) void backward_chunk(
             const float *xt = x + t * N + start;
             float *lt = local + t * CHUNK;
             for (int64_t i = 0; i < n; ++i) {
-                const float hv = charge_of(charge, v[i], xt[i], tau, r);
+                const float hv = charge_of(charge, pow2, v[i], xt[i], tau, inv_tau, r);
                 v[i] = reset_of(reset_mode, hv, hv >= th ? 1.0f : 0.0f, th, r);
                 lt[i] = hv;
             }
@@ -216,7 +234,7 @@ static inline __attribute__((always_inline)) void backward_chunk(
                 gbuf[i] = gh;
                 carry[i] = gh;
             } else {
-                const float scaled = gh / tau;
+                const float scaled = over_tau(pow2, gh, tau, inv_tau);
                 gbuf[i] = charge == CHARGE_LIF_DECAY_INPUT ? scaled : gh;
                 carry[i] = gh - scaled;
             }
@@ -226,8 +244,15 @@ static inline __attribute__((always_inline)) void backward_chunk(
     }
 }
 
-#define BACKWARD_CASE(C, R, S) \
-    backward_chunk(gs, gv, h, x, local, sg_steps, gx, T, N, start, n, C, R, S, tau, th, r, v0, c1, c2, stream)
+#define BACKWARD_CASE(C, R, S)                                                                          \
+    do {                                                                                                \
+        if (inv_tau != 0.0f)                                                                            \
+            backward_chunk(gs, gv, h, x, local, sg_steps, gx, T, N, start, n, C, R, S, 1, tau, inv_tau, th, \
+                           r, v0, c1, c2, stream);                                                      \
+        else                                                                                            \
+            backward_chunk(gs, gv, h, x, local, sg_steps, gx, T, N, start, n, C, R, S, 0, tau, inv_tau, th, \
+                           r, v0, c1, c2, stream);                                                      \
+    } while (0)
 
 #define BACKWARD_CHARGES(R, S)                                              \
     do {                                                                    \
@@ -246,8 +271,8 @@ static inline __attribute__((always_inline)) void backward_chunk(
  * per-thread buffer for the recomputed membranes could not be allocated */
 int step_lif_backward(const float *gs, const float *gv, const float *h, const float *x,
                       const float *const *sg_steps, float *gx, int64_t T, int64_t N, int charge, int reset_mode,
-                      int sg_mode, float tau, float th, float r, float v0, float c1, float c2, int stream,
-                      int threads)
+                      int sg_mode, float tau, float inv_tau, float th, float r, float v0, float c1, float c2,
+                      int stream, int threads)
 {
     const int64_t chunks = (N + CHUNK - 1) / CHUNK;
     int failed = 0;

@@ -19,6 +19,7 @@ call compiles for tens of seconds; tests/test_neurons.py checks that it stays bi
 from __future__ import annotations
 
 import ctypes
+import math
 import os
 from typing import Callable
 
@@ -184,6 +185,17 @@ def _threads(numel: int) -> int:
     return 1 if numel < _PARALLEL_MIN else torch.get_num_threads()
 
 
+def _inverse_if_power_of_two(tau: float | None) -> float:
+    """1 / tau when tau (as float32) is a power of two, so that x / tau == x * (1 / tau) exactly;
+    else 0 (the kernel then divides)."""
+    if tau is None:
+        return 0.0
+    t32 = ctypes.c_float(tau).value  # the value the kernel divides by
+    if not 2.0**-60 <= t32 <= 2.0**60:
+        return 0.0
+    return 1.0 / t32 if math.frexp(t32)[0] == 0.5 else 0.0
+
+
 def _charge_mode(tau: float | None, decay_input: bool) -> int:
     return _CHARGE_IF if tau is None else (_CHARGE_LIF_DECAY_INPUT if decay_input else _CHARGE_LIF)
 
@@ -229,8 +241,9 @@ def _c_forward(lib, x_seq, tau, decay_input, th, reset, keep_h):
     stats = (ctypes.c_double * 2)() if sink is not None else None
     lib.step_lif_forward(x_seq.data_ptr(), spikes.data_ptr(), hs.data_ptr() if keep_h else None, v.data_ptr(),
                          T, N, _charge_mode(tau, decay_input), _RESET_SOFT if reset is None else _RESET_HARD,
-                         1.0 if tau is None else tau, th, 0.0 if reset is None else reset,
-                         0.0 if reset is None else reset, stats, _stream(x_seq), _threads(x_seq.numel()))
+                         1.0 if tau is None else tau, _inverse_if_power_of_two(tau), th,
+                         0.0 if reset is None else reset, 0.0 if reset is None else reset, stats, _stream(x_seq),
+                         _threads(x_seq.numel()))
     if sink is not None:
         sink(spikes, T, stats[0], stats[1])
     return spikes, v, hs
@@ -273,7 +286,8 @@ def _c_backward(lib, gs, gv, saved, from_input, surrogate, tau, decay_input, th,
         None if gs is None else gs.data_ptr(), None if gv is None else gv.data_ptr(),
         None if from_input else h.data_ptr(), h.data_ptr() if from_input else None, pointers, gx.data_ptr(),
         T, N, _charge_mode(tau, decay_input), _RESET_SOFT if reset is None else _RESET_HARD, mode,
-        1.0 if tau is None else tau, th, r, r, c1, c2, _stream(gx), _threads(h.numel()))
+        1.0 if tau is None else tau, _inverse_if_power_of_two(tau), th, r, r, c1, c2, _stream(gx),
+        _threads(h.numel()))
     if failed:
         raise MemoryError(f"the C neuron backward could not allocate {T} x 1024 floats per thread")
     if layout is not None and layout != gx.stride():

@@ -116,7 +116,7 @@ def bench_pair(name: str, T: int, batch: int, repeats: int, compile_ours: bool) 
         t0 = time.perf_counter()
         fns["compiled"]()
         compile_s = time.perf_counter() - t0
-    med = alternate(fns, repeats=repeats, warmup=1)
+    med = alternate(fns, repeats=repeats, warmup=2)  # two: the heap reaches its steady state
     rows = [time_ratio(f"train_step/{name}/eager", shapes, med["ours"], med["peer"], GOAL_EAGER,
                        "seconds per step; ratio = peer/ours")]
     if compile_ours:
