@@ -91,10 +91,11 @@ def test_c_kernel_threads_long_inputs_and_edge_cases():
 @pytest.mark.parametrize("surrogate", ["atan", "sigmoid", "triangle"])
 def test_streaming_stores_and_recomputed_membranes_change_no_bit(surrogate, monkeypatch):
     # every result streamed (ragged, unaligned runs: 1037 positions per step); atan recomputes H
-    # from X in the backward, the others read the saved H: all equal the torch loop
+    # from X in the backward, sigmoid reads its argument and the spikes, the others read H: all
+    # equal the torch loop
     monkeypatch.setattr(kernels, "_STREAM_MIN_BYTES", 0)
     assert kernels._stream(torch.empty(1)) == 1
-    assert kernels._recomputes(NEURONS.build("lif", surrogate=surrogate).surrogate) == (surrogate == "atan")
+    assert kernels._saved_form(NEURONS.build("lif", surrogate=surrogate).surrogate) == {"atan": "x", "sigmoid": "u"}.get(surrogate, "h")
     for name, v_reset in (("lif", 0.0), ("lif", None), ("if", 0.0)):
         n = NEURONS.build(name, tau=2.0, v_reset=v_reset, surrogate=surrogate)
         x, g = _data((5, 1037), seed=7)
@@ -106,13 +107,17 @@ def test_streaming_stores_and_recomputed_membranes_change_no_bit(surrogate, monk
 
 
 @needs_cc
-def test_recomputing_backward_keeps_the_input_and_no_membrane():
-    n = NEURONS.build("lif", tau=2.0, surrogate="atan")
+def test_what_the_forward_keeps_for_the_backward():
     native.select("c")
     x = torch.randn(4, 3, 50, requires_grad=True)
-    s = n(x)
-    saved = [t for t in s.grad_fn.saved_tensors]
-    assert len(saved) == 1 and saved[0].data_ptr() == x.data_ptr()  # X itself, no H tensor
+    s = NEURONS.build("lif", tau=2.0, surrogate="atan")(x)
+    saved = s.grad_fn.saved_tensors
+    assert len(saved) == 1 and saved[0].data_ptr() == x.data_ptr()  # atan: X itself, no H tensor
+    s = NEURONS.build("lif", tau=2.0, v_threshold=0.5, surrogate="sigmoid", alpha=4.0)(x)
+    u, spikes = s.grad_fn.saved_tensors
+    assert spikes.data_ptr() == s.data_ptr()  # sigmoid: the spikes, and the sigmoid's argument
+    h = x.detach()[0] / 2  # the first step's charge from V = 0 (decay_input: H = X / tau)
+    assert torch.equal(u[0], (h - 0.5) * 4.0)
 
 
 @needs_cc

@@ -134,11 +134,10 @@ _P, _I64, _I32, _F32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_f
 #: every kernel library: its functions' (argument types, result type)
 SIGNATURES: dict[str, dict[str, tuple[list, object]]] = {
     "lif": {
-        "step_lif_forward": ([_P, _P, _P, _P, _I64, _I64, _I32, _I32, _F32, _F32, _F32, _F32, _F32, _P, _I32, _I32],
-                             None),
-        "step_lif_backward": ([_P, _P, _P, _P, _P, _P, _I64, _I64, _I32, _I32, _I32, _F32, _F32, _F32, _F32,
+        "step_lif_forward": ([_P, _P, _P, _P, _I64, _I64, _I32, _I32, _F32, _F32, _F32, _F32, _F32, _F32, _P, _I32,
+                              _I32], None),
+        "step_lif_backward": ([_P, _P, _P, _P, _P, _P, _P, _I64, _I64, _I32, _I32, _I32, _F32, _F32, _F32, _F32,
                                _F32, _F32, _F32, _I32, _I32], ctypes.c_int),
-        "step_scaled_distance": ([_P, _P, _I64, _F32, _F32, _I32], None),
     },
     "reduce": {
         "step_reduce": ([_P, _I64, _I64, _P, _I32], ctypes.c_int),

@@ -93,7 +93,7 @@ static inline void store_fence(int stream)
 static inline __attribute__((always_inline)) void forward_chunk(
     const float *x, float *spikes, float *hs, float *v_last, int64_t T, int64_t N, int64_t start, int64_t n,
     const int charge, const int reset_mode, const int pow2, float tau, float inv_tau, float th, float r, float v0,
-    double *counted, int stream)
+    float u_scale, double *counted, int stream)
 {
     float v[CHUNK], sbuf[CHUNK], hbuf[CHUNK];
     int32_t count[CHUNK];  /* integers: their sums vectorise (no float reassociation needed) */
@@ -108,7 +108,7 @@ static inline __attribute__((always_inline)) void forward_chunk(
             const float s = h >= th ? 1.0f : 0.0f;
             v[i] = reset_of(reset_mode, h, s, th, r);
             sbuf[i] = s;
-            hbuf[i] = h;
+            hbuf[i] = u_scale != 0.0f ? (h - th) * u_scale : h;
             count[i] += h >= th;
         }
         store_run(spikes + t * N + start, sbuf, n, stream);
@@ -131,19 +131,21 @@ static inline __attribute__((always_inline)) void forward_chunk(
     do {                                                                                                \
         if (inv_tau != 0.0f)                                                                            \
             forward_chunk(x, spikes, hs, v_last, T, N, start, n, C, R, 1, tau, inv_tau, th, r, v0,      \
-                          stats ? part : 0, stream);                                                    \
+                          u_scale, stats ? part : 0, stream);                                           \
         else                                                                                            \
             forward_chunk(x, spikes, hs, v_last, T, N, start, n, C, R, 0, tau, inv_tau, th, r, v0,      \
-                          stats ? part : 0, stream);                                                    \
+                          u_scale, stats ? part : 0, stream);                                           \
     } while (0)
 
 /* inv_tau: 1 / tau when tau is a power of two (the divisions become multiplications, same values),
- * else 0; hs (optional): the charged membranes, for a backward that reads them; stats (optional, else 0):
+ * else 0; hs (optional): the charged membranes H, for a backward that reads them, or, when u_scale is
+ * not 0, the sigmoid surrogate's argument (H - th) u_scale (Sigmoid.derivative's order of operations);
+ * stats (optional, else 0):
  * receives {spikes emitted, 1-bits of the per-position spike counts}, the statistics the energy
  * counters would otherwise read back from the spikes (step/energy/reduce.py) */
 void step_lif_forward(const float *x, float *spikes, float *hs, float *v_last, int64_t T, int64_t N,
                       int charge, int reset_mode, float tau, float inv_tau, float th, float r, float v0,
-                      double *stats, int stream, int threads)
+                      float u_scale, double *stats, int stream, int threads)
 {
     const int64_t chunks = (N + CHUNK - 1) / CHUNK;
     double total = 0.0, ones = 0.0;  /* integer-valued: the sum does not depend on the order */
@@ -180,13 +182,13 @@ void step_lif_forward(const float *x, float *spikes, float *hs, float *v_last, i
  * gs, gv and sg pointers may be 0 (an unused output, or a surrogate evaluated here). H comes from
  * h, or, when h is 0, from the forward recurrence run again on x into `local` (T x CHUNK floats). */
 static inline __attribute__((always_inline)) void backward_chunk(
-    const float *gs, const float *gv, const float *h, const float *x, float *local, const float *const *sg_steps,
-    float *gx, int64_t T, int64_t N, int64_t start, int64_t n, const int charge, const int reset_mode,
+    const float *gs, const float *gv, const float *h, const float *x, const float *spk, float *local,
+    const float *const *sg_steps, float *gx, int64_t T, int64_t N, int64_t start, int64_t n, const int charge, const int reset_mode,
     const int sg_mode, const int pow2, float tau, float inv_tau, float th, float r, float v0, float c1, float c2,
     int stream)
 {
     float carry[CHUNK], gbuf[CHUNK];
-    if (!h) {
+    if (!h && x) {
         float v[CHUNK];
         for (int64_t i = 0; i < n; ++i) v[i] = v0;
         for (int64_t t = 0; t < T; ++t) {
@@ -203,11 +205,14 @@ static inline __attribute__((always_inline)) void backward_chunk(
     if (have_carry)
         for (int64_t i = 0; i < n; ++i) carry[i] = gv[start + i];
     for (int64_t t = T - 1; t >= 0; --t) {
-        const float *hti = h ? h + t * N + start : local + t * CHUNK;
+        const float *hti = h ? h + t * N + start : (x ? local + t * CHUNK : 0);
+        const float *spt = spk ? spk + t * N + start : 0;
         const float *gst = gs ? gs + t * N + start : 0;
         const float *sgt = sg_mode == SG_ATAN ? 0 : sg_steps[t] + start;
         for (int64_t i = 0; i < n; ++i) {
-            const float hv = hti[i];
+            const float hv = hti ? hti[i] : 0.0f;
+            /* S[t]: read from the spikes when given (no H kept), else H >= th */
+            const float fired = spt ? spt[i] : (hv >= th ? 1.0f : 0.0f);
             float gh;
             if (gst) {
                 float sg;
@@ -222,11 +227,11 @@ static inline __attribute__((always_inline)) void backward_chunk(
                 }
                 gh = gst[i] * sg;
                 if (have_carry) {
-                    const float in = reset_mode == RESET_HARD ? carry[i] * (1.0f - (hv >= th ? 1.0f : 0.0f)) : carry[i];
+                    const float in = reset_mode == RESET_HARD ? carry[i] * (1.0f - fired) : carry[i];
                     gh = gh + in;
                 }
             } else if (have_carry) {
-                gh = reset_mode == RESET_HARD ? carry[i] * (1.0f - (hv >= th ? 1.0f : 0.0f)) : carry[i];
+                gh = reset_mode == RESET_HARD ? carry[i] * (1.0f - fired) : carry[i];
             } else {
                 gh = 0.0f;
             }
@@ -247,11 +252,11 @@ static inline __attribute__((always_inline)) void backward_chunk(
 #define BACKWARD_CASE(C, R, S)                                                                          \
     do {                                                                                                \
         if (inv_tau != 0.0f)                                                                            \
-            backward_chunk(gs, gv, h, x, local, sg_steps, gx, T, N, start, n, C, R, S, 1, tau, inv_tau, th, \
-                           r, v0, c1, c2, stream);                                                      \
+            backward_chunk(gs, gv, h, x, spk, local, sg_steps, gx, T, N, start, n, C, R, S, 1, tau, inv_tau, \
+                           th, r, v0, c1, c2, stream);                                                  \
         else                                                                                            \
-            backward_chunk(gs, gv, h, x, local, sg_steps, gx, T, N, start, n, C, R, S, 0, tau, inv_tau, th, \
-                           r, v0, c1, c2, stream);                                                      \
+            backward_chunk(gs, gv, h, x, spk, local, sg_steps, gx, T, N, start, n, C, R, S, 0, tau, inv_tau, \
+                           th, r, v0, c1, c2, stream);                                                  \
     } while (0)
 
 #define BACKWARD_CHARGES(R, S)                                              \
@@ -267,9 +272,10 @@ static inline __attribute__((always_inline)) void backward_chunk(
         else BACKWARD_CHARGES(RESET_HARD, S);                               \
     } while (0)
 
-/* h or x (h == 0: recompute H from x and the reset parameters r, v0); returns 0, or -1 when the
- * per-thread buffer for the recomputed membranes could not be allocated */
-int step_lif_backward(const float *gs, const float *gv, const float *h, const float *x,
+/* One of: h (H saved); x (h == 0: recompute H from x and the reset parameters r, v0); spk (h == x == 0:
+ * a surrogate read through sg_steps, S[t] read from the spikes). Returns 0, or -1 when the per-thread
+ * buffer for the recomputed membranes could not be allocated */
+int step_lif_backward(const float *gs, const float *gv, const float *h, const float *x, const float *spk,
                       const float *const *sg_steps, float *gx, int64_t T, int64_t N, int charge, int reset_mode,
                       int sg_mode, float tau, float inv_tau, float th, float r, float v0, float c1, float c2,
                       int stream, int threads)
@@ -278,11 +284,11 @@ int step_lif_backward(const float *gs, const float *gv, const float *h, const fl
     int failed = 0;
 #pragma omp parallel num_threads(threads) reduction(| : failed)
     {
-        float *local = h ? 0 : (float *)malloc((size_t)T * CHUNK * sizeof(float));
+        float *local = (h || !x) ? 0 : (float *)malloc((size_t)T * CHUNK * sizeof(float));
         /* every thread meets the worksharing loop (skipping it would hang the team) */
 #pragma omp for schedule(static)
         for (int64_t c = 0; c < chunks; ++c) {
-            if (!h && !local) {
+            if (!h && x && !local) {
                 failed = 1;
                 continue;
             }
@@ -296,15 +302,4 @@ int step_lif_backward(const float *gs, const float *gv, const float *h, const fl
         free(local);
     }
     return failed ? -1 : 0;
-}
-
-/* u[t] = (h[t] - th) * alpha for every step: the argument of the sigmoid surrogate, in the order
- * Sigmoid.derivative computes it (torch evaluates the sigmoid itself, step by step). */
-void step_scaled_distance(const float *h, float *u, int64_t numel, float th, float alpha, int threads)
-{
-#pragma omp parallel for schedule(static) num_threads(threads)
-    for (int64_t c = 0; c < (numel + CHUNK - 1) / CHUNK; ++c) {
-        const int64_t end = (c + 1) * CHUNK < numel ? (c + 1) * CHUNK : numel;
-        for (int64_t i = c * CHUNK; i < end; ++i) u[i] = (h[i] - th) * alpha;
-    }
 }

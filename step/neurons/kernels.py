@@ -224,70 +224,82 @@ def _stream(t: torch.Tensor) -> int:
     return int(t.numel() * t.element_size() >= _STREAM_MIN_BYTES)
 
 
-def _recomputes(surrogate) -> bool:
-    """Whether the backward can rebuild H from X inside the kernel (its surrogate is evaluated
-    there), so the forward writes no H and the caller keeps X instead."""
+def _saved_form(surrogate) -> str:
+    """What the forward keeps for a C backward, by how the surrogate is evaluated:
+
+    * ``"x"`` (atan, computed in the kernel): the input X; the backward reruns the recurrence for H,
+      so the forward writes no H (X is the same size and would otherwise be freed);
+    * ``"u"`` (sigmoid: torch evaluates the sigmoid step by step): its argument ``(H - th) alpha``,
+      written by the forward in place of H, and the spikes (for the reset's 1 - S);
+    * ``"h"`` (any other surrogate: torch evaluates the whole derivative on H): H.
+    """
     form = surrogate.kernel_form()
-    return form is not None and form[0] == "atan"
+    return {"atan": "x", "sigmoid": "u"}.get(form[0], "h") if form is not None else "h"
 
 
-def _c_forward(lib, x_seq, tau, decay_input, th, reset, keep_h):
+def _c_forward(lib, x_seq, tau, decay_input, th, reset, keep, u_scale=0.0):
+    """Spikes, final membrane and (``keep``) H, or (``u_scale`` not 0) ``(H - th) u_scale``."""
     T = x_seq.shape[0]
     N = x_seq.numel() // T
     spikes = torch.empty_like(x_seq)
-    hs = torch.empty_like(x_seq) if keep_h else None
+    hs = torch.empty_like(x_seq) if keep else None
     v = torch.empty_like(x_seq[0])
     sink = _SPIKE_SINK[0]
     stats = (ctypes.c_double * 2)() if sink is not None else None
-    lib.step_lif_forward(x_seq.data_ptr(), spikes.data_ptr(), hs.data_ptr() if keep_h else None, v.data_ptr(),
+    lib.step_lif_forward(x_seq.data_ptr(), spikes.data_ptr(), hs.data_ptr() if keep else None, v.data_ptr(),
                          T, N, _charge_mode(tau, decay_input), _RESET_SOFT if reset is None else _RESET_HARD,
                          1.0 if tau is None else tau, _inverse_if_power_of_two(tau), th,
-                         0.0 if reset is None else reset, 0.0 if reset is None else reset, stats, _stream(x_seq),
-                         _threads(x_seq.numel()))
+                         0.0 if reset is None else reset, 0.0 if reset is None else reset, u_scale, stats,
+                         _stream(x_seq), _threads(x_seq.numel()))
     if sink is not None:
         sink(spikes, T, stats[0], stats[1])
     return spikes, v, hs
 
 
-def _c_backward(lib, gs, gv, saved, from_input, surrogate, tau, decay_input, th, reset, detach_reset):
-    """The detached-reset adjoint in one pass; the surrogate is evaluated in the kernel when its
-    :meth:`~step.surrogates.Surrogate.kernel_form` allows, else by torch step by step (as the loop).
-    ``saved`` is H, or X when ``from_input`` (the kernel then recomputes H, same layout)."""
-    h = saved
-    T = h.shape[0]
-    N = h.numel() // T
+def _c_backward(lib, gs, gv, saved, form, surrogate, tau, decay_input, th, reset, detach_reset):
+    """The detached-reset adjoint in one pass over the tensors ``saved`` in the form ``form``
+    (:func:`_saved_form`); all have the layout H had."""
+    ref = saved[0]
+    T = ref.shape[0]
+    N = ref.numel() // T
     layout = None
-    if gs is not None and gs.stride() != h.stride():
+    if gs is not None and gs.stride() != ref.stride():
         # torch's loop returns the layout of its per-step products gS[t] * sg (TensorIterator's rule
         # for mixed layouts), stacked over T; that layout picks the kernels, and so the rounding, of
         # the layers before the neuron, so the kernel returns it too (SpikingJelly agrees with it)
-        layout = (N, *torch.mul(gs[0], h[0]).stride())
-    gs, gv = _like(gs, h), _like(gv, h[0])
-    form = surrogate.kernel_form() if gs is not None or from_input else ("atan", 0.0, 0.0)  # no gS: no surrogate
+        layout = (N, *torch.mul(gs[0], ref[0]).stride())
+    gs, gv = _like(gs, ref), _like(gv, ref[0])
+    h = x = spikes = None
     keep: list[torch.Tensor] = []  # tensors the pointer array refers to
     c1 = c2 = 0.0
-    if form is not None and form[0] == "atan":
-        mode, (c1, c2) = _SG_ATAN, form[1:]
-    elif form is not None and form[0] == "sigmoid":
-        # torch's sigmoid step by step on (H - th) alpha, as Sigmoid.derivative evaluates it
-        mode, c1 = _SG_SIGMOID, form[1]
-        u = torch.empty_like(h)
-        lib.step_scaled_distance(h.data_ptr(), u.data_ptr(), h.numel(), th, c1, _threads(h.numel()))
-        for t in range(T):
-            u[t].sigmoid_()
-        keep = [u[t] for t in range(T)]
+    mode = _SG_ATAN  # also when there is no gS: the surrogate is then never evaluated
+    if form == "x":
+        x = ref
+        if gs is not None:
+            _, c1, c2 = surrogate.kernel_form()
+    elif form == "u":
+        u, spikes = saved
+        if gs is not None:  # torch's sigmoid step by step, as Sigmoid.derivative evaluates it
+            mode, c1 = _SG_SIGMOID, surrogate.kernel_form()[1]
+            sig = torch.empty_like(u)
+            keep = [torch.sigmoid(u[t], out=sig[t]) for t in range(T)]
     else:
-        mode = _SG_POINTERS
-        keep = [_like(surrogate.derivative(h[t] - th), h[t]) for t in range(T)]
+        h = ref
+        if gs is not None:
+            mode = _SG_POINTERS
+            keep = [_like(surrogate.derivative(h[t] - th), h[t]) for t in range(T)]
     pointers = (ctypes.c_void_p * T)(*[k.data_ptr() for k in keep]) if keep else None
-    gx = torch.empty_like(h)
+    gx = torch.empty_like(ref)
     r = 0.0 if reset is None else reset
+
+    def ptr(t: torch.Tensor | None):
+        return None if t is None else t.data_ptr()
+
     failed = lib.step_lif_backward(
-        None if gs is None else gs.data_ptr(), None if gv is None else gv.data_ptr(),
-        None if from_input else h.data_ptr(), h.data_ptr() if from_input else None, pointers, gx.data_ptr(),
+        ptr(gs), ptr(gv), ptr(h), ptr(x), ptr(spikes), pointers, gx.data_ptr(),
         T, N, _charge_mode(tau, decay_input), _RESET_SOFT if reset is None else _RESET_HARD, mode,
         1.0 if tau is None else tau, _inverse_if_power_of_two(tau), th, r, r, c1, c2, _stream(gx),
-        _threads(h.numel()))
+        _threads(ref.numel()))
     if failed:
         raise MemoryError(f"the C neuron backward could not allocate {T} x 1024 floats per thread")
     if layout is not None and layout != gx.stride():
@@ -301,30 +313,30 @@ class _FusedLIF(torch.autograd.Function):
         ctx.set_materialize_grads(False)  # an unused final membrane gives gv=None, not a tensor of zeros
         need_grad = ctx.needs_input_grad[0]
         lib = _c_library(x_seq)
-        from_input = lib is not None and need_grad and _recomputes(surrogate)
+        form = _saved_form(surrogate) if lib is not None else "h"
         if lib is not None:
-            spikes, v, h = _c_forward(lib, x_seq, tau, decay_input, th, reset, need_grad and not from_input)
-            if from_input:
-                h = x_seq  # the backward recomputes H from X (no H written, the same memory kept)
+            u_scale = surrogate.kernel_form()[1] if need_grad and form == "u" else 0.0
+            spikes, v, kept = _c_forward(lib, x_seq, tau, decay_input, th, reset, need_grad and form != "x", u_scale)
+            saved = {"x": (x_seq,), "u": (kept, spikes), "h": (kept,)}[form]
         else:
             loop = _maybe_compiled(_forward_loop, _forward_loop_pure)
-            v0 = torch.full_like(x_seq[0], v0)
-            spikes, v, h = loop(x_seq, v0, tau, decay_input, th, reset, need_grad)
+            spikes, v, h = loop(x_seq, torch.full_like(x_seq[0], v0), tau, decay_input, th, reset, need_grad)
+            saved = (h,)
         if need_grad:
-            ctx.save_for_backward(h)
+            ctx.save_for_backward(*saved)
             ctx.cfg = (surrogate, tau, decay_input, th, reset, detach_reset)
-            ctx.c_library, ctx.from_input = lib, from_input
+            ctx.c_library, ctx.form = lib, form
         return spikes, v
 
     @staticmethod
     def backward(ctx, gs, gv):  # type: ignore[override]
-        (h,) = ctx.saved_tensors
+        saved = ctx.saved_tensors
         surrogate, *cfg = ctx.cfg  # gs / gv may be None (unused output): the loop skips them
         if ctx.c_library is not None:
-            gx = _c_backward(ctx.c_library, gs, gv, h, ctx.from_input, surrogate, *cfg)
+            gx = _c_backward(ctx.c_library, gs, gv, saved, ctx.form, surrogate, *cfg)
         else:
             loop = _maybe_compiled(_backward_loop, _backward_loop)
-            gx = loop(gs, gv, h, surrogate.derivative, *cfg)
+            gx = loop(gs, gv, saved[0], surrogate.derivative, *cfg)
         return gx, None, None, None, None, None, None, None
 
 
