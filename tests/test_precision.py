@@ -152,11 +152,14 @@ def test_keep_allocator_reuses_freed_memory_without_page_faults():
     try:
         assert allocator.configure_cpu_allocator("system") == "system"
         first, second = faults_of_two_allocations()
-        assert first > 8000 and second > 8000  # 16384 pages of 4 KiB each time (mmap, then unmapped)
+        if first < 16:
+            pytest.skip(f"page faults are not observable here ({first} for 64 MB)")
+        # 16384 pages of 4 KiB each time (mapped, then unmapped; fewer with transparent huge pages)
+        assert second >= 0.5 * first
         assert allocator.configure_cpu_allocator("keep") == "keep"
         faults_of_two_allocations()
         _, again = faults_of_two_allocations()
-        assert again < 0.1 * first  # the freed block is reused
+        assert again <= 0.1 * first  # the freed block is reused
     finally:
         allocator.configure_cpu_allocator("keep")
     with pytest.raises(Exception, match="trainer.cpu_allocator='fast' is not one of keep, system"):

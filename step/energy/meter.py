@@ -8,11 +8,12 @@ Usage (the runner's evaluation loop)::
             model(x)
     report = meter.report()
 
-Every hook reduces its tensors with a few cheap reductions (:mod:`step.energy.reduce`: non-zero
-count, sums, min/max, an integer test and a popcount of per-position spike counts). On accelerators
-they stay on the device and nothing is synchronised until :meth:`EnergyMeter.report`; on the CPU
-they branch on their values so that binary spikes take the cheapest path. A tensor read by several
-modules (Q, K and V reading one spike map; a layer reading its neuron's spikes) is reduced once.
+Every hook reduces its tensors (:mod:`step.energy.reduce`: non-zero count, sums, min/max, an
+integer test and a popcount of per-position spike counts). On the CPU one C pass returns them all
+(or a torch twin that branches on the values); on accelerators they stay on the device and nothing
+is synchronised until :meth:`EnergyMeter.report`. A tensor read by several modules (Q, K and V
+reading one spike map; a layer reading its neuron's spikes; K^T viewing K) is reduced once, and
+the C neuron kernel hands over the count of the spikes it writes, so those are never read back.
 
 Time handling: layers see time-major ``[T, B, ...]`` inputs or time folded into the batch
 (``[T*B, ...]``, :class:`step.layers.SeqModule`; ``[T*B*N, C]``, :class:`step.layers.LinearBN`).

@@ -1,9 +1,8 @@
-"""Fused multi-step IF/LIF: a custom autograd function that keeps only the charged membrane H.
+"""Fused multi-step IF/LIF: a custom autograd function with three implementations of one recursion.
 
-Forward runs the charge-fire-reset loop without building a graph (with out=/in-place ops) and
-stores ``H[0..T-1]`` (the only tensor backward needs); backward runs the exact adjoint recursion, in SpikingJelly 2.0's
-order of operations (``spikingjelly/_ops/lif/cpu.py``), so spikes, final membrane and input
-gradients agree with ``LIFNode(step_mode='m')`` / ``IFNode`` bit for bit:
+Forward runs the charge-fire-reset loop without building a graph; backward runs the exact adjoint
+recursion, in SpikingJelly 2.0's order of operations (``spikingjelly/_ops/lif/cpu.py``), so spikes,
+final membrane and input gradients agree with ``LIFNode(step_mode='m')`` / ``IFNode`` bit for bit:
 
     g_H[t] = g_S[t] * sg(H[t] - V_th) + (g_V[t] + c[t+1]) * dV[t]/dH[t]
     g_X[t] = g_H[t] / tau (decay_input) else g_H[t];   c[t] = g_H[t] - g_H[t] / tau  (IF: c = g_H)
@@ -11,9 +10,14 @@ gradients agree with ``LIFNode(step_mode='m')`` / ``IFNode`` bit for bit:
 ``dV/dH`` is ``1 - S`` (hard, detached), ``1 - S + (V_reset - H) sg`` (hard), ``1`` (soft,
 detached) or ``1 - V_th sg`` (soft).
 
-``enable_compile(True)`` (or env ``STEP_COMPILE_NEURONS=1``) runs the two loops through
-``torch.compile`` (Inductor fuses each time step into one kernel). It is opt-in because the first
-call compiles for tens of seconds; tests/test_neurons.py checks that it stays bit-identical.
+* On the CPU for dense float32 tensors: the C kernel ``step/native/lif.c`` (one pass each way; see
+  :func:`_saved_form` for what it keeps for backward). ``STEP_KERNELS=torch`` turns it off.
+* Elsewhere (accelerators, other dtypes, no C compiler): the torch loop, which keeps ``H`` and
+  writes every step into buffers made once.
+* ``enable_compile(True)`` (``trainer.compile_neurons``, env ``STEP_COMPILE_NEURONS=1``) runs the
+  torch loop through ``torch.compile``; inside a model being compiled (``trainer.compile``) the
+  torch loop is traced into the model's graph. tests/test_neurons.py and tests/test_native_lif.py
+  check that every path stays bit-identical.
 """
 
 from __future__ import annotations
