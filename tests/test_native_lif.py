@@ -73,7 +73,7 @@ def test_c_kernel_equals_torch_loop(name, v_reset, decay_input, surrogate, alpha
 @needs_cc
 def test_c_kernel_threads_long_inputs_and_edge_cases():
     n = NEURONS.build("lif", tau=2.0, surrogate="atan", alpha=2.0)
-    x, g = _data((3, 2, kernels._PARALLEL_MIN + 4099), seed=1)  # split over threads, ragged last chunk
+    x, g = _data((3, 2, native.PARALLEL_MIN + 4099), seed=1)  # split over threads, ragged last chunk
     _same(*_both(n, x, g))
     x1, g1 = _data((1, 5, 7), seed=2)  # T = 1
     _same(*_both(n, x1, g1))

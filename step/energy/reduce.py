@@ -38,7 +38,7 @@ from typing import Any
 
 import torch
 
-from step.native import dense_outer_first
+from step.native import dense_outer_first, load, threads_for
 
 #: popcount of 0..255, per device
 _POPCOUNT_TABLES: dict[torch.device, torch.Tensor] = {}
@@ -161,15 +161,11 @@ class _CReduction(ctypes.Structure):
                 ("lo", ctypes.c_float), ("hi", ctypes.c_float)]
 
 
-#: below this many elements one thread reduces (starting OpenMP threads costs more)
-_PARALLEL_MIN = 1 << 15
 
 
 def _c_library(x: torch.Tensor):
     if x.device.type != "cpu" or x.dtype != torch.float32:
         return None
-    from step.native import load
-
     return load("reduce")
 
 
@@ -177,7 +173,7 @@ def _reduce_c(lib, x: torch.Tensor, steps: int) -> Reduction:
     if not dense_outer_first(x):
         x = x.contiguous()
     out = _CReduction()
-    threads = 1 if x.numel() < _PARALLEL_MIN else torch.get_num_threads()
+    threads = threads_for(x.numel())
     if lib.step_reduce(x.data_ptr(), steps, x.numel() // steps, ctypes.byref(out), threads):
         raise MemoryError("step_reduce: no memory for the per-chunk results")
     integer = out.non_integer == 0

@@ -61,6 +61,17 @@ def cache_dir() -> Path:
     return Path(root) / "kernels"
 
 
+#: below this many elements a kernel runs on one thread (starting the OpenMP team costs more)
+PARALLEL_MIN = 1 << 15
+
+
+def threads_for(numel: int) -> int:
+    """Threads a kernel call over ``numel`` elements uses: torch's intra-op count, or 1 if small."""
+    import torch
+
+    return 1 if numel < PARALLEL_MIN else torch.get_num_threads()
+
+
 def dense_outer_first(x) -> bool:
     """True if tensor ``x`` fills one block of memory starting at ``x.data_ptr()`` with its first
     dimension outermost (any order inside: contiguous, channels-last steps, a transposed view), so

@@ -29,6 +29,8 @@ from typing import Callable
 
 import torch
 
+from step.native import dense_outer_first, load, threads_for
+
 _COMPILE = {"on": os.environ.get("STEP_COMPILE_NEURONS", "0") == "1", "fns": {}}
 
 
@@ -164,8 +166,6 @@ def _backward_loop(gs, gv, h, derivative: Callable, tau: float | None, decay_inp
 _CHARGE_IF, _CHARGE_LIF_DECAY_INPUT, _CHARGE_LIF = 0, 1, 2
 _RESET_HARD, _RESET_SOFT = 0, 1
 _SG_POINTERS, _SG_ATAN, _SG_SIGMOID = 0, 1, 2
-#: below this many elements one thread does the work (starting OpenMP threads costs more)
-_PARALLEL_MIN = 1 << 15
 #: results of at least this many bytes (a core's L2 here) are written with streaming stores: they
 #: would not stay in the caches anyway, and a normal store first reads every destination line
 _STREAM_MIN_BYTES = 2 << 20
@@ -178,15 +178,9 @@ def _c_library(x_seq: torch.Tensor):
         return None
     if torch.compiler.is_compiling():
         return None
-    from step.native import dense_outer_first, load
-
     if x_seq.numel() == 0 or not dense_outer_first(x_seq):
         return None
     return load("lif")
-
-
-def _threads(numel: int) -> int:
-    return 1 if numel < _PARALLEL_MIN else torch.get_num_threads()
 
 
 def _inverse_if_power_of_two(tau: float | None) -> float:
@@ -254,7 +248,7 @@ def _c_forward(lib, x_seq, tau, decay_input, th, reset, keep, u_scale=0.0):
                          T, N, _charge_mode(tau, decay_input), _RESET_SOFT if reset is None else _RESET_HARD,
                          1.0 if tau is None else tau, _inverse_if_power_of_two(tau), th,
                          0.0 if reset is None else reset, 0.0 if reset is None else reset, u_scale, stats,
-                         _stream(x_seq), _threads(x_seq.numel()))
+                         _stream(x_seq), threads_for(x_seq.numel()))
     if sink is not None:
         sink(spikes, T, stats[0], stats[1])
     return spikes, v, hs
@@ -303,7 +297,7 @@ def _c_backward(lib, gs, gv, saved, form, surrogate, tau, decay_input, th, reset
         ptr(gs), ptr(gv), ptr(h), ptr(x), ptr(spikes), pointers, gx.data_ptr(),
         T, N, _charge_mode(tau, decay_input), _RESET_SOFT if reset is None else _RESET_HARD, mode,
         1.0 if tau is None else tau, _inverse_if_power_of_two(tau), th, r, r, c1, c2, _stream(gx),
-        _threads(ref.numel()))
+        threads_for(ref.numel()))
     if failed:
         raise MemoryError(f"the C neuron backward could not allocate {T} x 1024 floats per thread")
     if layout is not None and layout != gx.stride():
