@@ -161,8 +161,6 @@ class _CReduction(ctypes.Structure):
                 ("lo", ctypes.c_float), ("hi", ctypes.c_float)]
 
 
-
-
 def _c_library(x: torch.Tensor):
     if x.device.type != "cpu" or x.dtype != torch.float32:
         return None
@@ -235,8 +233,9 @@ class ReductionCache:
     Keys are (storage address, element count, dtype, device, steps) of contiguous tensors: a reshape
     of the same memory (``[T, B, N, C]`` -> ``[T*B*N, C]``) has the same elements in the same order,
     hence the same reduction. Where the C kernel reduces, a dense view in another order (``K^T`` of
-    a ``K`` already reduced) shares the key too: its statistics do not depend on the order. Each entry holds its tensor, so its memory cannot be freed and
-    reused by another tensor while the entry lives; ``size`` bounds the extra memory kept alive.
+    a ``K`` already reduced) shares the key too: its statistics do not depend on the order. Each
+    entry holds its tensor, so its memory cannot be freed and reused by another tensor while the
+    entry lives; ``size`` bounds the extra memory kept alive.
     """
 
     def __init__(self, size: int = 6):
@@ -252,10 +251,13 @@ class ReductionCache:
     def _key(self, x: torch.Tensor, steps: int) -> tuple:
         return (x.data_ptr(), x.numel(), x.dtype, x.device, steps)
 
+    def _cacheable(self, x: torch.Tensor) -> bool:
+        return self.size > 0 and (x.is_contiguous() or (_c_library(x) is not None and dense_outer_first(x)))
+
     def put(self, x: torch.Tensor, steps: int, red: Reduction) -> None:
         """Store the reduction of ``x`` made elsewhere (the C neuron kernel counts the spikes it writes)."""
         x = x.detach()
-        if self.size <= 0 or not x.is_contiguous():
+        if not self._cacheable(x):
             return
         self._entries[self._key(x, steps)] = (x, red)
         self._entries.move_to_end(self._key(x, steps))
@@ -264,7 +266,7 @@ class ReductionCache:
 
     def reduce(self, x: torch.Tensor, steps: int = 1, need_ones: bool = True) -> Reduction:
         x = x.detach()
-        if self.size <= 0 or not (x.is_contiguous() or (_c_library(x) is not None and dense_outer_first(x))):
+        if not self._cacheable(x):
             self.misses += 1
             return reduce_tensor(x, steps, self.scratch, need_ones)
         key = self._key(x, steps)

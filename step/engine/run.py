@@ -120,6 +120,8 @@ def _run(cfg: DictConfig, info: distributed.DistInfo, device: torch.device) -> d
     started = time.time()
     t = cfg.trainer
     generator = seed_everything(cfg.seed, t.deterministic)
+    # before anything large is allocated: the setting applies to the allocations that follow
+    allocator = configure_cpu_allocator(t.cpu_allocator) if device.type == "cpu" else current_allocator()
     resolved = OmegaConf.to_container(cfg, resolve=True)
     bundle = builders.build_data(cfg)
     check_num_classes(cfg, bundle.num_classes, bundle.name)
@@ -140,7 +142,6 @@ def _run(cfg: DictConfig, info: distributed.DistInfo, device: torch.device) -> d
     run_dir = source.parent if source is not None else _run_dir(cfg)
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     set_neuron_compilation(t.compile_neurons)
-    allocator = configure_cpu_allocator(t.cpu_allocator) if device.type == "cpu" else current_allocator()
     train_net = maybe_compile(distributed.wrap(model, info, device, t.sync_bn), t.compile)
     eval_net = model if info.enabled else train_net  # DDP's forward would sync over uneven test shards
     record: dict[str, Any] = {
