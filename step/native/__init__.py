@@ -35,7 +35,10 @@ from pathlib import Path
 from step.errors import StepError
 
 HERE = Path(__file__).resolve().parent
-FLAGS = ["-O3", "-march=native", "-fopenmp", "-ffp-contract=off", "-fno-fast-math", "-fno-trapping-math", "-mprefer-vector-width=512", "-fPIC", "-shared"]
+#: -ffp-contract=off / -fno-fast-math: every float operation rounds as written (the bit-identity
+#: with torch rests on it); -fno-trapping-math only lets comparisons vectorise (no value changes)
+FLAGS = ["-O3", "-march=native", "-fopenmp", "-ffp-contract=off", "-fno-fast-math", "-fno-trapping-math",
+         "-mprefer-vector-width=512", "-fPIC", "-shared"]
 CHOICES = ("auto", "c", "torch")
 
 _STATE: dict = {"libs": {}, "why": {}, "selected": None}
