@@ -21,10 +21,6 @@ def set_channels_last(on: bool) -> None:
     _POLICY["channels_last"] = bool(on)
 
 
-def channels_last() -> bool:
-    return _POLICY["channels_last"]
-
-
 def fold(x: torch.Tensor) -> torch.Tensor:
     """``[T, B, ...] -> [T*B, ...]``."""
     return x.flatten(0, 1)

@@ -109,7 +109,7 @@ static inline __attribute__((always_inline)) void forward_chunk(
             v[i] = reset_of(reset_mode, h, s, th, r);
             sbuf[i] = s;
             hbuf[i] = u_scale != 0.0f ? (h - th) * u_scale : h;
-            count[i] += h >= th;
+            if (counted) count[i] += h >= th;  /* only while energy is being counted */
         }
         store_run(spikes + t * N + start, sbuf, n, stream);
         if (hs) store_run(hs + t * N + start, hbuf, n, stream);

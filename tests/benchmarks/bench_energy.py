@@ -20,6 +20,9 @@ import step  # noqa: F401
 from step.energy import EnergyMeter
 from step.registry import MODELS
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _timing import use_runner_cpu_allocator  # noqa: E402
+
 
 def _evaluate(model, batches, device) -> None:
     with torch.inference_mode():
@@ -59,9 +62,6 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=256)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     args = parser.parse_args()
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _timing import use_runner_cpu_allocator
-
     use_runner_cpu_allocator()
     if args.threads:
         torch.set_num_threads(args.threads)
