@@ -23,8 +23,10 @@ TINY = ["model.depth=1", "model.dim=16", "model.heads=2", "T=2", "trainer.epochs
 
 
 def tiny_run(*extra: str) -> dict[str, Any]:
-    """One real run of ``step.engine.run`` at tiny size; ``extra`` overrides come last."""
-    return run(compose([*TINY, *extra]))
+    """One real run of ``step.engine.run`` at tiny size; ``extra`` overrides come last. Another
+    ``dataset=`` keeps that dataset's own split (not every dataset has ``test_fraction``)."""
+    base = [o for o in TINY if not (o.startswith("dataset.") and any(e.startswith("dataset=") for e in extra))]
+    return run(compose([*base, *extra]))
 
 
 def on_model(monkeypatch, callback: Callable[[nn.Module], None]) -> None:
