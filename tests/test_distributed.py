@@ -76,7 +76,8 @@ def test_torchrun_two_gloo_processes_match_one_process_and_write_one_record(isol
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
     for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)
-    csv_logger = [o for o in TINY if o != "logger=none"] + ["logger=csv"]  # metrics.csv is written once
+    # with metrics.csv (written once) and energy counting (on each rank's shard; rank 0's is recorded)
+    csv_logger = [o for o in TINY if o not in ("logger=none", "energy.enabled=false")] + ["logger=csv"]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "-m", "step.train", *csv_logger, "name=ddp2"]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
@@ -94,6 +95,7 @@ def test_torchrun_two_gloo_processes_match_one_process_and_write_one_record(isol
     written = list((isolated_roots / "outputs").rglob("metrics.csv"))
     assert written == [runs[0] / "metrics.csv"]  # rank 0 only
     assert pd.read_csv(written[0])["epoch"].tolist() == [0]  # one row per epoch, not one per rank
+    assert record["data"]["n_test"] == 90 and record["energy"]["totals"]["n_samples"] == 45  # rank 0's half
 
     alone = evaluate_checkpoint(record["checkpoint"], energy=False)
     assert record["metrics"]["top1"] == pytest.approx(alone["test_top1"], abs=1e-9)
