@@ -125,3 +125,18 @@ def test_frozen_qk_still_computes_the_same_attention():
     assert not any(p.requires_grad for p in (*attn.q.parameters(), *attn.k.parameters()))
     assert all(p.requires_grad for p in attn.v.parameters())
     assert torch.equal(_run(attn), ONE_HEAD)
+
+
+def test_ssa_rejects_a_width_its_heads_do_not_divide():
+    with pytest.raises(ValueError, match="ssa: dim 6 is not divisible by heads 4"):
+        ATTENTIONS.build("ssa", dim=6, heads=4, neuron=IF)
+
+
+@pytest.mark.parametrize("qkv_bias", [True, False])
+def test_qkv_bias_switches_the_q_k_v_biases_only(qkv_bias):
+    """Spikformer's ImageNet model has bias-free Q/K/V; the output projection keeps its bias."""
+    attn = ATTENTIONS.build("ssa", dim=4, heads=1, neuron=IF, qkv_bias=qkv_bias)
+    assert [getattr(attn, n).linear.bias is not None for n in ("q", "k", "v", "proj")] == [qkv_bias] * 3 + [True]
+    biased = ATTENTIONS.build("ssa", dim=4, heads=1, neuron=IF, qkv_bias=True)
+    n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert n(biased) - n(attn) == (0 if qkv_bias else 3 * 4)
