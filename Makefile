@@ -8,7 +8,7 @@ export WANDB_MODE ?= offline
 export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-slow test-gpu lint bench leaderboard reproduce-cpu clean
+.PHONY: help install demo test test-slow test-gpu lint bench leaderboard reproduce-cpu clean mutate
 
 help: ## list every target with one line each
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sort | awk 'BEGIN{FS=":.*## "}{printf "  make %-28s %s\n", $$1, $$2}'
@@ -37,6 +37,9 @@ test-gpu: install ## run the CUDA tests (needs a GPU)
 
 bench: install ## timed benchmarks (ours vs peers, same process, medians and ratios) -> results/bench.csv; exits 1 on REGRESSION
 	WANDB_MODE=disabled $(PY) tests/benchmarks/run_all.py $(BENCH_ARGS)
+
+mutate: install ## mutation score per core module (mutmut) -> results/mutation.csv; one module: make mutate MODULE=attention (not in make test: minutes to hours)
+	WANDB_MODE=disabled $(PY) tests/mutation/mutate.py $(if $(MODULE),--module $(MODULE),)
 
 clean: ## remove outputs of runs (keeps results/ and the venv)
 	rm -rf outputs multirun

@@ -76,8 +76,10 @@ def test_torchrun_two_gloo_processes_match_one_process_and_write_one_record(isol
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
     for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)
+    # with metrics.csv (written once) and energy counting (on each rank's shard; rank 0's is recorded)
+    csv_logger = [o for o in TINY if o not in ("logger=none", "energy.enabled=false")] + ["logger=csv"]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "step.train", *TINY, "name=ddp2"]
+           "-m", "step.train", *csv_logger, "name=ddp2"]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("status ") == 1  # only rank 0 prints the summary
@@ -90,6 +92,10 @@ def test_torchrun_two_gloo_processes_match_one_process_and_write_one_record(isol
     assert len(runs) == 1  # other ranks made no Hydra folder
     record = json.loads(Path(rows["record_path"].iloc[0]).read_text())
     assert record["world_size"] == 2 and record["history"][0]["epoch"] == 0
+    written = list((isolated_roots / "outputs").rglob("metrics.csv"))
+    assert written == [runs[0] / "metrics.csv"]  # rank 0 only
+    assert pd.read_csv(written[0])["epoch"].tolist() == [0]  # one row per epoch, not one per rank
+    assert record["data"]["n_test"] == 90 and record["energy"]["totals"]["n_samples"] == 45  # rank 0's half
 
     alone = evaluate_checkpoint(record["checkpoint"], energy=False)
     assert record["metrics"]["top1"] == pytest.approx(alone["test_top1"], abs=1e-9)

@@ -129,7 +129,7 @@ def test_one_cpu_suite_job_runs_end_to_end(tmp_path):
     assert len(df) == 1
     row = df.iloc[0]
     assert (row["experiment"], row["dataset"], row["model"], row["T"], row["status"]) == (
-        "abl-timesteps", "digits", "spikformer-4-384", 2, "ok")
+        "abl-timesteps", "digits", "spikformer-4-384[depth=1,dim=16,heads=2]", 2, "ok")  # the label names the overrides
 
 
 def test_time_order_reversed_and_shuffled_by_hand():

@@ -18,6 +18,8 @@ def seed_everything(seed: int, deterministic: bool = True) -> torch.Generator:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
+    else:  # switch off what an earlier run in this process (a multirun job) switched on
+        torch.use_deterministic_algorithms(False)
     generator = torch.Generator()
     generator.manual_seed(seed)
     return generator

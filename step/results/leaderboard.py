@@ -40,8 +40,8 @@ def append_row(path: str | os.PathLike, row: Mapping[str, Any]) -> None:
                 header = next(csv.reader(fh), [])
             if header != COLUMNS:
                 raise StepError(
-                    f"{path} has columns of another schema version; move it aside (or run "
-                    f"`step-board --migrate`), then re-run. Nothing was written."
+                    f"{path} has columns of another schema version; move it aside, then re-run. "
+                    f"Nothing was written."
                 )
         else:
             writer.writeheader()
