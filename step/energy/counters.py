@@ -301,7 +301,7 @@ class LayerAccumulator(_Base):
         row.exact_nonzero_ops = (nonzero_nz_w if skip else nonzero) / n
         row.exact_ops_executed = row.exact_value_ops if st["integer"] else row.exact_nonzero_ops
         row.exact_ops = row.exact_ops_executed
-        row.padded_taps = max(row.sops - value / n, 0.0) if st["integer"] else 0.0
+        row.paper_minus_exact = row.sops - value / n if st["integer"] else 0.0
         row.zero_weights = int(self.zero_weights)
         row.nb_seen = isinstance(self.module, NEUROBENCH_LAYERS)
         if row.nb_seen:
@@ -369,7 +369,7 @@ class MatMulAccumulator(_Base):
             row.nonspike_macs_once = row.nonspike_macs_per_step = row.macs_executed
         # the paper's count of a spike product is already exact (coincidences, or one add per
         # entry a spike selects); NeuroBench does not see products of activations
-        row.exact_ops = row.exact_ops_executed = row.sops or row.macs_executed
+        row.exact_ops = row.exact_ops_executed = row.nonspike_macs_once if row.nonspike_macs_once else row.sops
         return row
 
     def host_holders(self) -> list:

@@ -76,7 +76,9 @@ class LayerOps:
     exact_ops_executed: float = 0.0  # the same, every execution counted
     exact_value_ops: float = 0.0  # sum over inputs of |value| x in-bounds fan-out
     exact_nonzero_ops: float = 0.0  # sum over non-zero inputs of in-bounds fan-out
-    padded_taps: float = 0.0  # spike-driven rows: paper SOPs that land on zero padding (paper - exact)
+    # spike-driven rows: paper SOPs - exact SOPs (every weight counted). Stride 1: the spikes' share of the
+    # taps that land on zero padding; with a stride also average vs per-position fan-out (either sign)
+    paper_minus_exact: float = 0.0
     zero_weights: int = 0  # weights equal to 0
     # -- neurobench convention ------------------------------------------------------------------
     nb_seen: bool = False  # a layer NeuroBench's SynapticOperations hooks (Linear, Conv1d/2d/3d)
@@ -190,5 +192,5 @@ class OpTable:
             "bits_moved": 32.0 * weight_fetches + 32.0 * 2.0 * updates + spikes,
             "norm_ops": sum(r.ops for r in self.of_kind("norm")),
             "pool_ops": sum(r.ops for r in self.of_kind("pool")),
-            "padded_taps": sum(r.padded_taps for r in syn),
+            "paper_minus_exact": sum(r.paper_minus_exact for r in syn),
         }
