@@ -10,55 +10,16 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 pytest.importorskip("neurobench", reason="neurobench is not installed: pip install 'step-bench[neurobench]' "
                                          "(NeuroBench 2.3.0 and snnTorch) to compare with the package")
 
-from neurobench.benchmarks import Benchmark  # noqa: E402
-from neurobench.metrics.static import ConnectionSparsity, Footprint, ParameterCount  # noqa: E402
-from neurobench.metrics.workload import ActivationSparsity, MembraneUpdates, SynapticOperations  # noqa: E402
-from neurobench.models.neurobench_model import NeuroBenchModel  # noqa: E402
-
 import step  # noqa: F401,E402
 from step.energy import EnergyMeter  # noqa: E402
 from step.energy.conventions import NEUROBENCH_DIFFERENCES  # noqa: E402
+from step.energy.neurobench_check import compare, main  # noqa: E402
 from step.layers import SeqModule, SpikeMatMul  # noqa: E402
-from step.neurons.base import SpikingNeuron  # noqa: E402
 from step.registry import ENCODERS, NEURONS  # noqa: E402
-
-
-class StepModel(NeuroBenchModel):
-    """A STEP model behind NeuroBench's interface: [B, ...] images -> encoder -> model."""
-
-    def __init__(self, net: nn.Module, encoder: nn.Module):
-        super().__init__()
-        self.net, self.encoder = net.eval(), encoder
-        self.add_activation_module(SpikingNeuron)  # our neurons are NeuroBench's activation layers
-
-    def __call__(self, batch):
-        with torch.no_grad():
-            return self.net(self.encoder(batch))
-
-    def __net__(self):
-        return self.net
-
-
-def neurobench_numbers(net: nn.Module, encoder: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                       batch_size: int) -> dict:
-    loader = DataLoader(TensorDataset(images, labels), batch_size=batch_size)
-    bench = Benchmark(StepModel(net, encoder), loader, [], [],
-                      [[Footprint, ConnectionSparsity, ParameterCount],
-                       [SynapticOperations, ActivationSparsity, MembraneUpdates]])
-    return bench.run(quiet=True)
-
-
-def our_block(net: nn.Module, encoder: nn.Module, images: torch.Tensor, T: int, batch_size: int) -> dict:
-    meter = EnergyMeter(net.eval(), T=T)
-    with meter, torch.inference_mode():
-        for batch in images.split(batch_size):
-            net(encoder(batch))
-    return meter.report().to_record()["by_convention"]["neurobench"]
 
 
 def assert_same(ours: dict, theirs: dict) -> None:
@@ -110,8 +71,7 @@ def test_hand_case_equals_the_package():
     images = torch.rand(24, 2, 8, 8) * 2
     images[:, :, ::3] = 0.0  # some zero pixels: NeuroBench's effective MACs skip them
     encoder = ENCODERS.build("direct", T=T)
-    theirs = neurobench_numbers(net, encoder, images, torch.zeros(24, dtype=torch.long), batch_size=8)
-    ours = our_block(net, encoder, images, T, batch_size=8)
+    ours, theirs = compare(net, encoder, images, torch.zeros(24, dtype=torch.long), T, batch_size=8)
     assert ours["effective_acs"] > 0 and ours["effective_macs"] > 0
     assert_same(ours, theirs)
     assert ours["not_seen"] == ["mm"]
@@ -129,8 +89,14 @@ def test_hand_case_equals_the_package():
 def test_trained_demo_equals_the_package(trained_demo):
     d = trained_demo
     images, labels = d.images[:96], d.labels[:96]
-    theirs = neurobench_numbers(d.model, d.encoder, images, labels, batch_size=32)
-    ours = our_block(d.model, d.encoder, images, d.T, batch_size=32)
+    ours, theirs = compare(d.model, d.encoder, images, labels, d.T, batch_size=32)
     assert_same(ours, theirs)
     assert ours["effective_acs"] > 0 and 0 < ours["activation_sparsity"] < 1
     assert ours["not_seen"] == ["blocks.0.attn.qk", "blocks.0.attn.av"]
+
+
+@pytest.mark.slow
+def test_the_comparison_script_prints_both_sides(trained_demo, capsys):
+    assert main([trained_demo.record["checkpoint"], "--samples", "32"]) == 0
+    out = capsys.readouterr().out
+    assert "NeuroBench 2.3.0" in out and "effective_acs" in out and "membrane_updates" in out
