@@ -315,3 +315,42 @@ def test_the_trained_demo_records_paper_minus_exact_as_the_whole_difference(trai
     # ... and the padded taps are the whole difference of the spike-driven part
     assert block["paper"]["sops"] - block["exact"]["sops"] == pytest.approx(block["exact"]["paper_minus_exact"], rel=1e-9)
     assert block["neurobench"]["not_seen"] == [r["name"] for r in record["energy"]["per_layer"] if r["kind"] == "matmul"]
+
+
+def test_an_unfused_repconv_is_one_fused_3x3_conv_under_exact():
+    """Meta-SpikeFormer's RepConv chain (1x1 -> BN -> pad BN(0) -> dw 3x3 -> 1x1 -> BN) folds into one
+    3x3 conv: ``exact`` charges the chain as that conv (the same numbers as the reparameterized
+    model, under every energy model), ``paper`` keeps the chain's layers as executed."""
+    from step.energy import EnergyReport
+    from step.layers.repconv import RepConv
+    from step.registry import ENERGY_MODELS
+
+    torch.manual_seed(0)
+    rep = RepConv(6, 8)
+    for bn in (rep.bn1, rep.bn2):
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+        bn.weight.data.uniform_(0.5, 1.5)
+        bn.bias.data.uniform_(-0.5, 0.5)
+    rep.eval()
+    x = spikes("binary", (2, 3, 6, 5, 7), 1)
+    tables = {}
+    for fused in (False, True):
+        model = SeqModule(rep.fused_conv()) if fused else SeqModule(rep)
+        meter = EnergyMeter(model.eval(), T=2)
+        with meter, torch.inference_mode():
+            model(x)
+        tables[fused] = meter.report().table
+    chain, folded = tables[False], tables[True]
+    row = next(r for r in chain.layers if r.type == "RepConv(fused)")
+    one = next(r for r in folded.layers if r.kind == "conv")
+    assert row.exact_ops == pytest.approx(one.exact_ops, rel=1e-12) and row.exact_ops > 0
+    assert row.sops == row.macs == row.params == 0  # nothing added to the paper counts
+    inner = [r for r in chain.layers if r.exact_in == "0"]
+    assert {r.name for r in inner} == {"0.conv1", "0.dw", "0.pw"} and all(r.exact_ops == 0 for r in inner)
+    assert chain.totals()["macs"] == pytest.approx(sum(r.macs for r in inner))
+    for name in ENERGY_MODELS.names():
+        a = ENERGY_MODELS.build(name, ops=chain.under("exact"))["snn_pj"]
+        b = ENERGY_MODELS.build(name, ops=folded.under("exact"))["snn_pj"]
+        assert a == pytest.approx(b, rel=1e-9), name
+    assert EnergyReport(chain).to_record()["by_convention"]["neurobench"]["not_seen"] == []  # NeuroBench sees the chain

@@ -99,6 +99,6 @@ def neurobench_block(table: OpTable, e_mac: float, e_ac: float) -> dict[str, Any
         "energy_mj": (e_ac * acs + e_mac * macs) / PJ_PER_MJ,
         "energy_note": "E_AC x Effective_ACs + E_MAC x Effective_MACs at the report's constants "
                        "(NeuroBench itself reports operations, not energy)",
-        "not_seen": [r.name for r in syn if not r.nb_seen],
+        "not_seen": [r.name for r in syn if not r.nb_seen and r.macs > 0],  # (a fused RepConv row has none)
         "differs_by_design": dict(NEUROBENCH_DIFFERENCES),
     }

@@ -166,6 +166,8 @@ class LayerAccumulator(_Base):
     zero_weights: int = 0
     #: exact convention: a zero weight does no work (the energy group's skip_zero_weights)
     skip_zero_weights: bool = False
+    #: the unfused RepConv this layer belongs to (its exact work is counted on the fused row)
+    exact_in: str = ""
 
     def clear(self) -> None:
         super().clear()
@@ -301,6 +303,7 @@ class LayerAccumulator(_Base):
         row.exact_nonzero_ops = (nonzero_nz_w if skip else nonzero) / n
         row.exact_ops_executed = row.exact_value_ops if st["integer"] else row.exact_nonzero_ops
         row.exact_ops = row.exact_ops_executed
+        row.exact_is_mac = not st["integer"]
         row.paper_minus_exact = row.sops - value / n if st["integer"] else 0.0
         row.zero_weights = int(self.zero_weights)
         row.nb_seen = isinstance(self.module, NEUROBENCH_LAYERS)
@@ -308,6 +311,33 @@ class LayerAccumulator(_Base):
             row.nb_spiking = st["binary"] or st["ternary"] or (st["integer"] and st["max"] == 0)
             row.nb_ops = nonzero_nz_w / n
             row.nb_dense = dense / n
+
+
+class FusedRepConvAccumulator(LayerAccumulator):
+    """An unfused :class:`step.layers.repconv.RepConv` counted as the one 3x3 conv it folds into, for
+    the ``exact`` convention only (the chain's own rows keep the ``paper`` and ``neurobench`` counts,
+    which see the layers as executed). ``module`` is the fused conv (geometry and weights); the hook
+    sits on the RepConv, so the row reads the chain's spike input."""
+
+    def __init__(self, name: str, repconv: nn.Module):
+        super().__init__(name, repconv.fused_conv(), "conv")
+        self.type = "RepConv(fused)"
+
+    def finish(self, n: int, T: int) -> LayerOps:
+        full = super().finish(n, T)
+        row = LayerOps(name=self.name, type=self.type, kind="conv", order=full.order, output_shape=full.output_shape,
+                       steps=full.steps, input_rate=full.input_rate, input_mean=full.input_mean, binary=full.binary,
+                       ternary=full.ternary, integer=full.integer, signed=full.signed, kernel=full.kernel,
+                       n_in=full.n_in, n_out=full.n_out)
+        for key in ("exact_ops", "exact_ops_executed", "exact_value_ops", "exact_nonzero_ops", "exact_is_mac",
+                    "zero_weights"):
+            setattr(row, key, getattr(full, key))
+        row.exact_overrides = {key: getattr(full, key) for key in SHAPE_FIELDS}
+        return row
+
+
+#: the fields of a row that describe the layer as executed (its dense MACs, weights, bias, input)
+SHAPE_FIELDS = ("macs", "macs_executed", "params", "bias_params", "bias_adds", "input_spikes")
 
 
 class MatMulAccumulator(_Base):
@@ -370,6 +400,7 @@ class MatMulAccumulator(_Base):
         # the paper's count of a spike product is already exact (coincidences, or one add per
         # entry a spike selects); NeuroBench does not see products of activations
         row.exact_ops = row.exact_ops_executed = row.nonspike_macs_once if row.nonspike_macs_once else row.sops
+        row.exact_is_mac = bool(row.nonspike_macs_once)
         return row
 
     def host_holders(self) -> list:

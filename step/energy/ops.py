@@ -74,6 +74,11 @@ class LayerOps:
     # -- exact convention (event-driven, in-bounds fan-out) ------------------------------------
     exact_ops: float = 0.0  # ACs (spike inputs) or MACs (real inputs) under the table's encoder convention
     exact_ops_executed: float = 0.0  # the same, every execution counted
+    exact_is_mac: bool = False  # exact_ops are MACs (a real-valued input), else accumulates
+    exact_in: str = ""  # a layer inside an unfused RepConv: its work is counted on that fused row
+    #: fields that differ under the exact convention (an unfused RepConv is one fused 3x3 conv there:
+    #: its fused row gets that conv's MACs and weights, the chain's rows none)
+    exact_overrides: dict[str, Any] = field(default_factory=dict)
     exact_value_ops: float = 0.0  # sum over inputs of |value| x in-bounds fan-out
     exact_nonzero_ops: float = 0.0  # sum over non-zero inputs of in-bounds fan-out
     # spike-driven rows: paper SOPs - exact SOPs (every weight counted). Stride 1: the spikes' share of the
@@ -145,9 +150,9 @@ class OpTable:
         rows = []
         for row in self.layers:
             if row.kind in SYNAPTIC_KINDS:
-                real = bool(row.nonspike_macs_per_step)  # a real-valued input: MACs, else spikes: ACs
+                real = row.exact_is_mac  # a real-valued input: MACs, else spikes: ACs
                 rows.append(dataclasses.replace(
-                    row, sops=0.0 if real else row.exact_ops, nonspike_macs=row.exact_ops if real else 0.0,
+                    row, **row.exact_overrides, sops=0.0 if real else row.exact_ops, nonspike_macs=row.exact_ops if real else 0.0,
                     nonspike_macs_once=(row.exact_ops_executed / max(row.steps, 1.0) if row.encoder
                                         else row.exact_ops_executed) if real else 0.0,
                     nonspike_macs_per_step=row.exact_ops_executed if real else 0.0))
