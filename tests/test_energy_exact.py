@@ -20,6 +20,9 @@ from step.energy import EnergyMeter
 from step.energy.fanout import geometry_of, taps_per_position
 from step.layers import SeqModule
 
+#: torch warns that padding='same' with an even kernel pads a copy of the input: expected here
+pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same'")
+
 CONVS = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 TRANSPOSED = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d}
 
