@@ -31,6 +31,13 @@ def test_cli_reads_a_record_prints_the_table_and_plots(tmp_path, capsys):
     for name in ("0", "1", "2"):  # the Sequential's layer names
         assert f"\n{name} " in out
     assert "simple45" in out and "ANN twin" in out
+    # the per-layer table and the summary show the three counting conventions
+    header = next(line for line in out.splitlines() if line.startswith("layer"))
+    assert "paper ops" in header and "exact ops" in header and "NB ops" in header and "exact pJ" in header
+    record = json.loads(path.read_text())["energy"]["by_convention"]
+    for name in ("paper", "exact", "neurobench"):
+        assert record[name]["statement"] in out
+    assert f"Effective_ACs {record['neurobench']['effective_acs']:.6g}" in out
     png = path.parent / "record_firing_rates.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -26,7 +26,7 @@ REGISTRY_GROUPS = {
 
 #: keys of a group consumed by the runner itself rather than passed to the builder
 RUNNER_KEYS = {
-    "energy": {"name", "enabled", "encoder_per_step"},
+    "energy": {"name", "enabled", "encoder_per_step", "skip_zero_weights"},
 }
 
 

@@ -110,6 +110,20 @@ def _print_summary(block: dict[str, Any]) -> None:
             print(f"{key:>18}: {totals[key]:.6g}")
     for model, e in block.get("energy", {}).items():
         print(f"{model:>18}: SNN {e['snn_mj']:.6g} mJ | ANN twin {e['ann_mj']:.6g} mJ | INT8 twin {e['int8_mj']:.6g} mJ")
+    conventions = block.get("by_convention")
+    if conventions:
+        print()
+        chosen = block.get("model", "simple45")
+        for name in ("paper", "exact"):
+            c = conventions[name]
+            print(f"{name:>18}: ACs {c['sops']:.6g} | MACs {c['nonspike_macs']:.6g} | "
+                  f"{chosen} {c['energy_mj'][chosen]:.6g} mJ")
+        nb = conventions["neurobench"]
+        print(f"{'neurobench':>18}: Effective_ACs {nb['effective_acs']:.6g} | Effective_MACs {nb['effective_macs']:.6g} "
+              f"| Dense {nb['dense']:.6g} | activation sparsity {nb['activation_sparsity']:.6g} | "
+              f"connection sparsity {nb['connection_sparsity']:.4g}")
+        for name in ("paper", "exact", "neurobench"):
+            print(f"{name:>18}  {conventions[name]['statement']} [{conventions[name]['source']}]")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,8 +14,9 @@ from __future__ import annotations
 from step.errors import ConfigError
 
 #: version of the counting conventions and formulas written into every record
-FORMULA_VERSION = ("step-energy/2 (energy.md 2025: SOP=T*r*FL, exact spike ANDs, BN folded, bias adds apart; "
-                   "bipolar -1/0/1 spikes: one add or subtract per non-zero)")
+FORMULA_VERSION = ("step-energy/3 (energy.md 2025: SOP=T*r*FL, exact spike ANDs, BN folded, bias adds apart; "
+                   "bipolar -1/0/1 spikes: one add or subtract per non-zero; counting conventions paper, exact "
+                   "(in-bounds fan-out), neurobench)")
 
 #: precision -> (E_MAC, E_AC) in pJ
 PRECISIONS: dict[str, tuple[float, float]] = {

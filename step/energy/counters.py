@@ -11,8 +11,15 @@ Dense MACs of one call (all samples and timesteps in it), energy.md section 1.2:
 
 A synaptic call adds ``|value| sum x (MACs / input elements)`` accumulates: for a binary input this
 is rate x MACs (SOP = T r FL summed over the set), for integer spikes the value-weighted count, for
-bipolar {-1, 0, 1} spikes one add or subtract per non-zero. The per-tensor reductions live in
-:mod:`step.energy.reduce`.
+bipolar {-1, 0, 1} spikes one add or subtract per non-zero (the ``paper`` convention). The per-tensor
+reductions live in :mod:`step.energy.reduce`.
+
+For the ``exact`` and ``neurobench`` conventions a conv / linear layer also keeps, per input
+geometry, the spike totals (layers whose fan-out is the same at every position) or the per-position
+planes of spike sums and non-zero counts (the others); :meth:`LayerAccumulator.finish` weights
+them with the exact fan-out of :mod:`step.energy.fanout`. Nothing is read back during the
+evaluation: on accelerators every accumulator is a device tensor until :func:`to_host` copies all
+of them in one transfer.
 """
 
 from __future__ import annotations
@@ -23,8 +30,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from step.energy import fanout
 from step.energy.ops import LayerOps
-from step.energy.reduce import Reduction, ReductionCache, twin_bits
+from step.energy.reduce import Reduction, ReductionCache, plane_key, twin_bits
+
+#: the layer types NeuroBench's SynapticOperations and ConnectionSparsity see (its STATELESS_LAYERS)
+NEUROBENCH_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 _NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm)
 _POOLS = (
@@ -134,8 +145,29 @@ class _Base:
         return shape[1:]
 
 
+class GeometryTally:
+    """What one conv / linear layer saw at one input geometry, for the exact and NeuroBench counts.
+
+    ``rows``: maps (or token rows) read, i.e. samples x executions. Either ``abs_total`` / ``nz_total``
+    (sum of |x| and non-zero count, where every position has the same fan-out and no weight is zero)
+    or ``plane_abs`` / ``plane_nz`` (the same per position of one map, logical order).
+    """
+
+    def __init__(self, geometry: fanout.ConvGeometry | None, sample_dims: int, shape: tuple[int, ...], planes: bool):
+        self.geometry, self.sample_dims, self.shape, self.planes = geometry, sample_dims, shape, planes
+        self.rows = 0
+        self.abs_total = self.nz_total = self.plane_abs = self.plane_nz = None
+
+
 class LayerAccumulator(_Base):
     """Conv and Linear layers."""
+
+    #: set by the meter before the evaluation: how many of the layer's weights are zero
+    zero_weights: int = 0
+    #: exact convention: a zero weight does no work (the energy group's skip_zero_weights)
+    skip_zero_weights: bool = False
+    #: the unfused RepConv this layer belongs to (its exact work is counted on the fused row)
+    exact_in: str = ""
 
     def clear(self) -> None:
         super().clear()
@@ -143,6 +175,29 @@ class LayerAccumulator(_Base):
         self.macs_exec = self.macs_step = self.bias = 0.0
         self.n_in = self.n_out = 0.0
         self.sop = self.ones = None
+        self.tallies: dict[tuple, GeometryTally] = {}
+        self.nz_per_tap = None  # non-zero weights per input channel and tap, gathered at the end
+
+    def host_holders(self) -> list:
+        return [self, self.stats, *self.tallies.values()]
+
+    def _tally(self, x: torch.Tensor, out: torch.Tensor) -> GeometryTally:
+        m = self.module
+        if self.kind == "linear":
+            key: tuple = (x.shape[-1],)
+            if key not in self.tallies:
+                self.tallies[key] = GeometryTally(None, 1, (x.shape[-1],), planes=bool(self.zero_weights))
+            return self.tallies[key]
+        n = len(m.kernel_size)
+        batched = x.dim() == n + 2
+        key = (tuple(x.shape[1:] if batched else x.shape), tuple(out.shape[-n:]))
+        if key not in self.tallies:
+            geometry = fanout.geometry_of(m, tuple(x.shape[-n:]), tuple(out.shape[-n:]))
+            uniform = fanout.is_uniform(fanout.taps_per_position(geometry))
+            dims = n + 1
+            self.tallies[key] = GeometryTally(geometry, dims, tuple(x.shape[-dims:]),
+                                              planes=not uniform or bool(self.zero_weights))
+        return self.tallies[key]
 
     def geometry(self) -> tuple[int, int, int]:
         """(weight elements, bias elements, kernel elements) of the module."""
@@ -164,7 +219,16 @@ class LayerAccumulator(_Base):
                cache: ReductionCache | None = None) -> None:
         x = tensors[0].detach()
         macs = self.call_macs(x, out)
-        red = self.stats.update(cache.reduce(x, steps) if cache is not None else ReductionCache(0).reduce(x, steps))
+        cache = cache if cache is not None else ReductionCache(0)
+        tally = self._tally(x, out)
+        red = self.stats.update(cache.reduce(x, steps, sample_dims=tally.sample_dims if tally.planes else 0))
+        if tally.planes:
+            planes = red.planes[plane_key(x, tally.sample_dims)]
+            tally.plane_abs = _add(tally.plane_abs, planes.logical(planes.abs).reshape(-1))
+            tally.plane_nz = _add(tally.plane_nz, planes.logical(planes.nz).reshape(-1))
+        else:
+            tally.abs_total, tally.nz_total = _add(tally.abs_total, red.abs_sum), _add(tally.nz_total, red.nnz)
+        tally.rows += x.numel() // max(math.prod(tally.shape), 1)
         per_elem = macs / max(x.numel(), 1)
         # each spike of value v (sign included) drives |v| accumulates per fan-out
         self.sop = _add(self.sop, red.abs_sum * per_elem)
@@ -199,7 +263,81 @@ class LayerAccumulator(_Base):
                 row.bit_density = row.bitserial_acs / (row.macs / row.n_in) / (row.twin_bits * row.n_in)
         else:
             row.nonspike_macs_once = row.nonspike_macs_per_step = row.macs_executed
+        self._finish_exact(row, n, st)
         return row
+
+    def _fanouts(self, tally: GeometryTally) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fan-out of every input position (channel first) with every weight, and with the non-zero
+        weights only (the same tensor when no weight is zero)."""
+        reach = fanout.channels_reached(self.module)
+        if tally.geometry is None:  # linear: every feature reaches every output
+            every = torch.full(tally.shape, float(reach), dtype=torch.float64)
+            nz = self.nz_per_tap.to(torch.float64) if self.zero_weights else every
+            return every, nz
+        taps = fanout.taps_per_position(tally.geometry)
+        every = (reach * taps).expand(tally.shape)
+        if not self.zero_weights:
+            return every, every
+        return every, fanout.weighted_fanout(tally.geometry, self.nz_per_tap)
+
+    def _finish_exact(self, row: LayerOps, n: int, st: dict) -> None:
+        """Exact (in-bounds, value-weighted) and NeuroBench (non-zero inputs x non-zero weights) counts."""
+        value = value_nz_w = nonzero = nonzero_nz_w = dense = 0.0
+        for tally in self.tallies.values():
+            every, nz_w = self._fanouts(tally)
+            dense += tally.rows * float(every.sum())
+            if tally.planes:
+                a = torch.as_tensor(tally.plane_abs, dtype=torch.float64).reshape(tally.shape)
+                z = torch.as_tensor(tally.plane_nz, dtype=torch.float64).reshape(tally.shape)
+                value += float((a * every).sum())
+                value_nz_w += float((a * nz_w).sum())
+                nonzero += float((z * every).sum())
+                nonzero_nz_w += float((z * nz_w).sum())
+            else:  # one fan-out everywhere and no zero weight
+                f = float(every.reshape(-1)[0]) if every.numel() else 0.0
+                value += _item(tally.abs_total) * f
+                nonzero += _item(tally.nz_total) * f
+                value_nz_w, nonzero_nz_w = value, nonzero
+        skip = self.skip_zero_weights
+        row.exact_value_ops = (value_nz_w if skip else value) / n
+        row.exact_nonzero_ops = (nonzero_nz_w if skip else nonzero) / n
+        row.exact_ops_executed = row.exact_value_ops if st["integer"] else row.exact_nonzero_ops
+        row.exact_ops = row.exact_ops_executed
+        row.exact_is_mac = not st["integer"]
+        row.paper_minus_exact = row.sops - value / n if st["integer"] else 0.0
+        row.zero_weights = int(self.zero_weights)
+        row.nb_seen = isinstance(self.module, NEUROBENCH_LAYERS)
+        if row.nb_seen:
+            row.nb_spiking = st["binary"] or st["ternary"] or (st["integer"] and st["max"] == 0)
+            row.nb_ops = nonzero_nz_w / n
+            row.nb_dense = dense / n
+
+
+class FusedRepConvAccumulator(LayerAccumulator):
+    """An unfused :class:`step.layers.repconv.RepConv` counted as the one 3x3 conv it folds into, for
+    the ``exact`` convention only (the chain's own rows keep the ``paper`` and ``neurobench`` counts,
+    which see the layers as executed). ``module`` is the fused conv (geometry and weights); the hook
+    sits on the RepConv, so the row reads the chain's spike input."""
+
+    def __init__(self, name: str, repconv: nn.Module):
+        super().__init__(name, repconv.fused_conv(), "conv")
+        self.type = "RepConv(fused)"
+
+    def finish(self, n: int, T: int) -> LayerOps:
+        full = super().finish(n, T)
+        row = LayerOps(name=self.name, type=self.type, kind="conv", order=full.order, output_shape=full.output_shape,
+                       steps=full.steps, input_rate=full.input_rate, input_mean=full.input_mean, binary=full.binary,
+                       ternary=full.ternary, integer=full.integer, signed=full.signed, kernel=full.kernel,
+                       n_in=full.n_in, n_out=full.n_out)
+        for key in ("exact_ops", "exact_ops_executed", "exact_value_ops", "exact_nonzero_ops", "exact_is_mac",
+                    "zero_weights"):
+            setattr(row, key, getattr(full, key))
+        row.exact_overrides = {key: getattr(full, key) for key in SHAPE_FIELDS}
+        return row
+
+
+#: the fields of a row that describe the layer as executed (its dense MACs, weights, bias, input)
+SHAPE_FIELDS = ("macs", "macs_executed", "params", "bias_params", "bias_adds", "input_spikes")
 
 
 class MatMulAccumulator(_Base):
@@ -259,7 +397,14 @@ class MatMulAccumulator(_Base):
             row.sops = (_item(self.sop_a) if sa["integer"] else _item(self.sop_b)) / n
         else:
             row.nonspike_macs_once = row.nonspike_macs_per_step = row.macs_executed
+        # the paper's count of a spike product is already exact (coincidences, or one add per
+        # entry a spike selects); NeuroBench does not see products of activations
+        row.exact_ops = row.exact_ops_executed = row.nonspike_macs_once if row.nonspike_macs_once else row.sops
+        row.exact_is_mac = bool(row.nonspike_macs_once)
         return row
+
+    def host_holders(self) -> list:
+        return [self, self.a, self.b]
 
 
 def _may_be_unit(red: Reduction) -> bool:
@@ -276,6 +421,9 @@ def _maybe_negative(red: Reduction) -> bool:
 
 class NeuronAccumulator(_Base):
     """Spiking neurons: updates (T x neurons) and the spikes they emit."""
+
+    def host_holders(self) -> list:
+        return [self]
 
     def clear(self) -> None:
         super().clear()
@@ -308,6 +456,9 @@ class NeuronAccumulator(_Base):
 class ElementAccumulator(_Base):
     """Norm and pooling layers: element operations only (reported, not charged)."""
 
+    def host_holders(self) -> list:
+        return [self]
+
     def clear(self) -> None:
         super().clear()
         self.ops = 0.0
@@ -332,3 +483,33 @@ class ElementAccumulator(_Base):
             name=self.name, type=self.type, kind=self.kind, order=self.order or 0,
             output_shape=self.output_shape, steps=self.steps_total / n, ops=self.ops / n,
         )
+
+
+def to_host(accumulators) -> int:
+    """Replace every tensor an accumulator holds by host values, in ONE device-to-host copy.
+
+    0-d tensors become Python floats (bools for flags), planes CPU float64 tensors. Returns the
+    number of tensors moved. This is the counters' only read of device values.
+    """
+    slots: list[tuple[Any, str, torch.Tensor]] = []
+    for acc in accumulators:
+        for holder in acc.host_holders():
+            for name, value in vars(holder).items():
+                if isinstance(value, torch.Tensor) and name != "module":
+                    slots.append((holder, name, value))
+    if not slots:
+        return 0
+    # 0-d values first, so that one tolist() of that slice turns them into floats
+    slots.sort(key=lambda slot: slot[2].dim() != 0)
+    flat = torch.cat([v.detach().reshape(-1).to(torch.float64) for _, _, v in slots]).cpu()
+    n_scalars = sum(1 for _, _, v in slots if v.dim() == 0)
+    scalars = flat[:n_scalars].tolist()
+    offset = n_scalars
+    for i, (holder, name, value) in enumerate(slots):
+        if i < n_scalars:
+            host: Any = bool(scalars[i]) if value.dtype == torch.bool else scalars[i]
+        else:
+            host = flat[offset:offset + value.numel()].reshape(value.shape)
+            offset += value.numel()
+        setattr(holder, name, host)
+    return len(slots)

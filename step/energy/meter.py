@@ -11,7 +11,9 @@ Usage (the runner's evaluation loop)::
 Every hook reduces its tensors (:mod:`step.energy.reduce`: non-zero count, sums, min/max, an
 integer test and a popcount of per-position spike counts). On the CPU one C pass returns them all
 (or a torch twin that branches on the values); on accelerators they stay on the device and nothing
-is synchronised until :meth:`EnergyMeter.report`. A tensor read by several modules (Q, K and V
+is synchronised until :meth:`EnergyMeter.report`, which copies every counter to the host in one
+transfer (:func:`step.energy.counters.to_host`); the only other read is one look at the weights when
+the ``with`` block opens (which layers hold zero weights). A tensor read by several modules (Q, K and V
 reading one spike map; a layer reading its neuron's spikes; K^T viewing K) is reduced once, and
 the C neuron kernel hands over the count of the spikes it writes, so those are never read back.
 
@@ -33,8 +35,13 @@ from step.energy.counters import (
     MatMulAccumulator,
     NeuronAccumulator,
     ElementAccumulator,
+    FusedRepConvAccumulator,
+    NEUROBENCH_LAYERS,
+    SHAPE_FIELDS,
     classify,
+    to_host,
 )
+from step.energy import fanout
 from step.energy.ops import OpTable
 from step.energy.reduce import ReductionCache, binary_reduction
 from step.neurons.kernels import set_spike_sink
@@ -46,10 +53,13 @@ class EnergyMeter:
 
     ``T`` is the run's number of timesteps; ``time_major=False`` is for plain ANNs whose input is
     ``[B, ...]`` (then T must be 1). ``encoder_per_step`` selects which encoder convention the
-    report's headline numbers use; both figures are always kept.
+    report's headline numbers use; both figures are always kept. ``skip_zero_weights``: in the
+    ``exact`` convention a synapse whose weight is zero does no work (pruned models). ``lazy``: keep
+    every counter a tensor until the report also on the CPU (the accelerator path; None: by device).
     """
 
-    def __init__(self, model: nn.Module, T: int, encoder_per_step: bool = False, time_major: bool = True):
+    def __init__(self, model: nn.Module, T: int, encoder_per_step: bool = False, time_major: bool = True,
+                 skip_zero_weights: bool = False, lazy: bool | None = None):
         if int(T) < 1:
             raise StepError(f"EnergyMeter needs T >= 1 timesteps, got T={T}.")
         if not time_major and int(T) != 1:
@@ -58,10 +68,11 @@ class EnergyMeter:
         self.T = int(T)
         self.encoder_per_step = bool(encoder_per_step)
         self.time_major = bool(time_major)
+        self.skip_zero_weights = bool(skip_zero_weights)
         self._handles: list[Any] = []
         self._accumulators: dict[nn.Module, Any] = {}
         self._batch: int | None = None
-        self._cache = ReductionCache()
+        self._cache = ReductionCache(lazy=bool(lazy))
         self.n_samples = 0
         self._calls = 0
         for name, module in _countable_modules(model):
@@ -75,11 +86,38 @@ class EnergyMeter:
                 "pool": ElementAccumulator,
             }[kind]
             self._accumulators[module] = acc_type(name or type(module).__name__, module, kind)
+        self._fused_repconvs(model)
+
+    def _fused_repconvs(self, model: nn.Module) -> None:
+        """Unfused RepConv chains: one extra row each, the fused 3x3 conv of the exact convention."""
+        from step.layers.repconv import RepConv
+
+        for name, module in model.named_modules():
+            if isinstance(module, RepConv) and module.fused is None:
+                self._accumulators[module] = FusedRepConvAccumulator(name, module)
+                for inner in (module.conv1, module.dw, module.pw):
+                    self._accumulators[inner].exact_in = name
+
+    def _layers(self) -> list[LayerAccumulator]:
+        return [a for a in self._accumulators.values() if isinstance(a, LayerAccumulator)]
+
+    def _look_at_weights(self) -> None:
+        """Zero-weight counts of every conv / linear layer, in one read (weights do not change while
+        the model is evaluated; a layer with zero weights keeps per-channel planes)."""
+        layers = self._layers()
+        if not layers:
+            return
+        device = layers[0].module.weight.device
+        counts = torch.stack([(a.module.weight.detach() == 0).sum().to(device) for a in layers]).tolist()
+        for acc, count in zip(layers, counts):
+            acc.zero_weights = int(count)
+            acc.skip_zero_weights = self.skip_zero_weights
 
     # -- hooks ------------------------------------------------------------------------------
     def __enter__(self) -> "EnergyMeter":
         if self._handles:
             raise StepError("EnergyMeter is already active; leave the previous 'with' block first.")
+        self._look_at_weights()
         self._handles.append(self.model.register_forward_pre_hook(self._count_batch, with_kwargs=True))
         for module in self._accumulators:
             self._handles.append(module.register_forward_hook(self._hook))
@@ -146,21 +184,50 @@ class EnergyMeter:
         """The op table per inference (synchronises the device once)."""
         if self.n_samples == 0:
             raise StepError("EnergyMeter saw no forward pass; run the model inside 'with meter:' first.")
-        rows = [acc.finish(self.n_samples, self.T) for acc in self._accumulators.values() if acc.order is not None]
+        used = [acc for acc in self._accumulators.values() if acc.order is not None]
+        for acc in used:
+            if isinstance(acc, LayerAccumulator) and acc.zero_weights:
+                acc.nz_per_tap = fanout.nonzero_weights_per_tap(acc.module)
+        to_host(used)  # the one device-to-host copy of the evaluation
+        rows = [acc.finish(self.n_samples, self.T) for acc in used]
+        for acc, row in zip(used, rows):
+            if getattr(acc, "exact_in", ""):  # counted on its RepConv's fused row
+                row.exact_in = acc.exact_in
+                row.exact_ops = row.exact_ops_executed = row.exact_value_ops = row.exact_nonzero_ops = 0.0
+                row.paper_minus_exact = 0.0
+                row.exact_overrides = {key: 0 for key in SHAPE_FIELDS}
         rows.sort(key=lambda r: r.order)
         first = next((r for r in rows if r.kind in ("conv", "linear", "matmul")), None)
         if first is not None and not (first.binary or first.integer):
             first.encoder = True  # the first synaptic layer fed a real-valued input encodes it
             first.nonspike_macs_once = first.macs
             first.nonspike_macs_per_step = first.macs * self.T
+            if not self.encoder_per_step:  # the same image at every step: computed once
+                first.exact_ops = first.exact_ops_executed / max(first.steps, 1.0)
         for row in rows:
             row.nonspike_macs = row.nonspike_macs_per_step if self.encoder_per_step else row.nonspike_macs_once
-        return OpTable(T=self.T, n_samples=self.n_samples, layers=rows, encoder_per_step=self.encoder_per_step)
+        facts = model_facts(self.model)
+        connections = [a for a in self._layers()
+                       if isinstance(a.module, NEUROBENCH_LAYERS) and not isinstance(a, FusedRepConvAccumulator)]
+        facts["connection_weights"] = sum(a.module.weight.numel() for a in connections)
+        facts["connection_zero_weights"] = sum(a.zero_weights for a in connections)
+        return OpTable(T=self.T, n_samples=self.n_samples, layers=rows, encoder_per_step=self.encoder_per_step,
+                       skip_zero_weights=self.skip_zero_weights, facts=facts)
 
     def report(self):
         from step.energy.report import EnergyReport
 
         return EnergyReport(self.table())
+
+
+def model_facts(model: nn.Module) -> dict[str, Any]:
+    """Parameter count and memory footprint (parameters and buffers, bytes), NeuroBench's way."""
+    params = list(model.parameters())
+    buffers = list(model.buffers())
+    return {
+        "parameter_count": sum(p.numel() for p in params),
+        "footprint_bytes": sum(t.numel() * t.element_size() for t in (*params, *buffers)),
+    }
 
 
 def _is_neuron(module: nn.Module) -> bool:

@@ -12,6 +12,12 @@ energy constants. Notation follows ``shared/reference/energy.md`` section 1:
   terms for products of two binary or ternary tensors.
 * ``nonspike_macs`` are MACs executed on non-binary inputs (encoder, mean-pooled head, integer-
   free real-valued maps); the encoding layer is charged once per inference or once per timestep.
+
+Those are the ``paper`` convention. Each row also holds its ``exact`` count (``exact_ops``: every
+spike charged for the in-bounds synapses it reaches, |value|-weighted; real-valued inputs: non-zero
+inputs x in-bounds fan-out) and its ``neurobench`` counts (``nb_ops``, ``nb_dense``); see
+:mod:`step.energy.conventions`. :meth:`OpTable.under` gives the table in which ``sops`` and
+``nonspike_macs`` hold a convention's counts, so that every energy model prices any convention.
 """
 
 from __future__ import annotations
@@ -65,6 +71,25 @@ class LayerOps:
     output_rate: float | None = None  # neuron rows: non-zero fraction of the output (firing rate)
     leaky: bool = False  # neuron rows: a leak multiply per update (LIF yes, IF no)
     ops: float = 0.0  # norm / pool rows: element ops per inference (not charged; BN folds away)
+    # -- exact convention (event-driven, in-bounds fan-out) ------------------------------------
+    exact_ops: float = 0.0  # ACs (spike inputs) or MACs (real inputs) under the table's encoder convention
+    exact_ops_executed: float = 0.0  # the same, every execution counted
+    exact_is_mac: bool = False  # exact_ops are MACs (a real-valued input), else accumulates
+    exact_in: str = ""  # a layer inside an unfused RepConv: its work is counted on that fused row
+    #: fields that differ under the exact convention (an unfused RepConv is one fused 3x3 conv there:
+    #: its fused row gets that conv's MACs and weights, the chain's rows none)
+    exact_overrides: dict[str, Any] = field(default_factory=dict)
+    exact_value_ops: float = 0.0  # sum over inputs of |value| x in-bounds fan-out
+    exact_nonzero_ops: float = 0.0  # sum over non-zero inputs of in-bounds fan-out
+    # spike-driven rows: paper SOPs - exact SOPs (every weight counted). Stride 1: the spikes' share of the
+    # taps that land on zero padding; with a stride also average vs per-position fan-out (either sign)
+    paper_minus_exact: float = 0.0
+    zero_weights: int = 0  # weights equal to 0
+    # -- neurobench convention ------------------------------------------------------------------
+    nb_seen: bool = False  # a layer NeuroBench's SynapticOperations hooks (Linear, Conv1d/2d/3d)
+    nb_spiking: bool | None = None  # every input value in {-1, 0, 1}: its operations are ACs, else MACs
+    nb_ops: float = 0.0  # non-zero inputs x in-bounds fan-out through non-zero weights
+    nb_dense: float = 0.0  # every input x in-bounds fan-out, every weight
 
     @property
     def spike_driven(self) -> bool:
@@ -92,14 +117,48 @@ class OpTable:
     n_samples: int
     layers: list[LayerOps] = field(default_factory=list)
     encoder_per_step: bool = False
+    convention: str = "paper"  # whose counts sops / nonspike_macs hold (see under())
+    skip_zero_weights: bool = False  # exact convention: zero weights did no work
+    #: model facts the neurobench block needs (parameter_count, footprint_bytes)
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    def _like(self, rows: list[LayerOps], **changes: Any) -> "OpTable":
+        return dataclasses.replace(self, layers=rows, **changes)
 
     def with_encoder_per_step(self, per_step: bool) -> "OpTable":
-        """The same counts under the other encoder convention."""
+        """The same counts under the other encoder convention (of the measured, ``paper`` table)."""
+        if self.convention != "paper":
+            raise ValueError("choose the encoder convention on the measured table, then call under()")
         rows = []
         for row in self.layers:
             chosen = row.nonspike_macs_per_step if per_step else row.nonspike_macs_once
-            rows.append(dataclasses.replace(row, nonspike_macs=chosen))
-        return OpTable(T=self.T, n_samples=self.n_samples, layers=rows, encoder_per_step=per_step)
+            exact = row.exact_ops
+            if row.encoder:  # the same image at every step: once = executed / steps
+                exact = row.exact_ops_executed if per_step else row.exact_ops_executed / max(row.steps, 1.0)
+            rows.append(dataclasses.replace(row, nonspike_macs=chosen, exact_ops=exact))
+        return self._like(rows, encoder_per_step=per_step)
+
+    def under(self, convention: str) -> "OpTable":
+        """The table whose ``sops`` / ``nonspike_macs`` hold ``convention``'s counts (``paper`` or
+        ``exact``; ``neurobench`` defines counts, not an energy: see :mod:`step.energy.conventions`)."""
+        if convention == self.convention:
+            return self
+        if convention == "paper":
+            raise ValueError("under('paper') needs the measured table (keep it; conventions derive from it)")
+        if convention != "exact":
+            raise ValueError(f"no op table under the {convention!r} convention (paper, exact)")
+        rows = []
+        for row in self.layers:
+            if row.kind in SYNAPTIC_KINDS:
+                real = row.exact_is_mac  # a real-valued input: MACs, else spikes: ACs
+                rows.append(dataclasses.replace(
+                    row, **row.exact_overrides, sops=0.0 if real else row.exact_ops, nonspike_macs=row.exact_ops if real else 0.0,
+                    nonspike_macs_once=(row.exact_ops_executed / max(row.steps, 1.0) if row.encoder
+                                        else row.exact_ops_executed) if real else 0.0,
+                    nonspike_macs_per_step=row.exact_ops_executed if real else 0.0))
+            else:
+                rows.append(row)
+        return self._like(rows, convention="exact")
 
     def of_kind(self, *kinds: str) -> list[LayerOps]:
         return [row for row in self.layers if row.kind in kinds]
@@ -138,4 +197,5 @@ class OpTable:
             "bits_moved": 32.0 * weight_fetches + 32.0 * 2.0 * updates + spikes,
             "norm_ops": sum(r.ops for r in self.of_kind("norm")),
             "pool_ops": sum(r.ops for r in self.of_kind("pool")),
+            "paper_minus_exact": sum(r.paper_minus_exact for r in syn),
         }

@@ -5,7 +5,13 @@ For a tensor ``x`` read by a layer (or emitted by a neuron) that runs ``steps`` 
 * ``numel``, ``nnz`` (non-zeros), ``sum`` and ``abs_sum`` (value sums; they differ for signed spikes),
 * ``lo`` / ``hi`` (extremes) and ``integer`` (no fractional value anywhere),
 * ``ones``: the 1-bits of the per-position spike counts ``|sum over the steps|``, the activations of the
-  bit-serial integer twin (meaningful only for integer inputs).
+  bit-serial integer twin (meaningful only for integer inputs);
+* on request, two *planes*: for every position of one sample (the trailing ``sample_dims`` dimensions,
+  e.g. ``C x H x W`` of a conv input), the sums over the steps and the samples of ``|x|`` and of the
+  non-zeros. Weighted with each position's fan-out at the end of the evaluation they give the
+  exact event-driven and the NeuroBench operation counts (:mod:`step.energy.fanout`); the C kernel
+  adds them up in the same pass. A plane follows the memory order of the sample's dimensions
+  (channels-last maps give ``H x W x C`` planes); :class:`Planes` remembers that order.
 
 Binary means ``integer and 0 <= lo and hi <= 1``; ternary (bipolar spikes) ``integer and -1 <= lo < 0
 and hi <= 1``.
@@ -21,7 +27,9 @@ Three implementations give the same numbers (tests/test_energy_reduce.py compare
   binary tensor needs one ``x - x^2`` pass with its extremes, one sum over the steps and a
   ``bincount`` of the counts; ``x - x^2`` is exactly 0 at 0 and 1 and non-zero (or NaN) for every
   other float32 value, so "its minimum and maximum are both 0" is an exact binary test;
-* on accelerators everything stays a device tensor, so counting never synchronises the device.
+* on accelerators everything stays a device tensor, so counting never synchronises the device
+  (``lazy=True`` takes that path on the CPU too: the tests use it to prove that no counter reads a
+  value before the evaluation ends).
 
 :class:`ReductionCache` keeps the reductions of the last few tensors (by storage address, size and
 layout, holding a reference so the address cannot be reused) so that Q, K and V reading the same
@@ -33,7 +41,7 @@ from __future__ import annotations
 import ctypes
 import math
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -95,6 +103,24 @@ class Reduction:
     hi: Any
     integer: Any  # bool, or a 0-d bool tensor
     ones: Any  # 1-bits of the per-position |spike counts|; 0 where not integer; None: not asked for
+    planes: dict = field(default_factory=dict)  # plane key -> Planes (see plane_key)
+
+
+@dataclass
+class Planes:
+    """Per-position sums over steps and samples, positions in the memory order ``order`` of the sample's
+    dimensions (``order[i]`` is the logical sample dimension stored i-th, outermost first)."""
+
+    abs: Any  # sum of |x|, float64 [P]
+    nz: Any  # non-zero count, float64 [P]
+    shape: tuple[int, ...]  # logical shape of one sample's positions
+    order: tuple[int, ...]
+
+    def logical(self, values: torch.Tensor) -> torch.Tensor:
+        """``values`` (a plane in memory order) laid out in the sample's logical shape."""
+        stored = [self.shape[d] for d in self.order]
+        inverse = sorted(range(len(self.order)), key=lambda i: self.order[i])
+        return values.reshape(stored).permute(*inverse)
 
 
 class Scratch:
@@ -174,6 +200,10 @@ def _reduce_c(lib, x: torch.Tensor, steps: int) -> Reduction:
     threads = threads_for(x.numel())
     if lib.step_reduce(x.data_ptr(), steps, x.numel() // steps, ctypes.byref(out), threads):
         raise MemoryError("step_reduce: no memory for the per-chunk results")
+    return _from_c(x, out)
+
+
+def _from_c(x: torch.Tensor, out: _CReduction) -> Reduction:
     integer = out.non_integer == 0
     lo, hi = (float("nan"), float("nan")) if out.nan else (float(out.lo), float(out.hi))
     return Reduction(x.numel(), out.nnz, out.sum, out.abs_sum, lo, hi, integer, out.ones if integer else 0.0)
@@ -182,6 +212,39 @@ def _reduce_c(lib, x: torch.Tensor, steps: int) -> Reduction:
 def _integer_ones(counts: torch.Tensor, lo: float) -> float:
     mags = counts.abs() if lo < 0 else counts
     return _ones_cpu(mags, float(mags.max()) if mags.numel() else 0.0)
+
+
+def plane_key(x: torch.Tensor, sample_dims: int) -> tuple:
+    return (tuple(x.shape), tuple(x.stride()), int(sample_dims))
+
+
+def plane_view(x: torch.Tensor, sample_dims: int) -> tuple[torch.Tensor, tuple[int, ...]]:
+    """``x`` with its last ``sample_dims`` dimensions permuted into memory order (outermost first) as a
+    contiguous view of the same memory, and that order; a contiguous copy and the identity where the
+    layout has no such view (then every sample is no longer one block of memory)."""
+    lead = x.dim() - sample_dims
+    dims = list(range(lead, x.dim()))
+    order = sorted(dims, key=lambda d: (-x.stride(d), d))
+    view = x.permute(*range(lead), *order)
+    if not view.is_contiguous():
+        return x.contiguous(), tuple(range(sample_dims))
+    return view, tuple(d - lead for d in order)
+
+
+def _planes_torch(view: torch.Tensor, P: int, binary: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    rows = view.reshape(-1, P)
+    if binary:  # |x| = non-zeros; float32 column sums of 0/1 are exact below 2**24 rows
+        plane = rows.sum(0, dtype=torch.float64 if rows.shape[0] >= _EXACT_F32 else None).double()
+        return plane, plane
+    return rows.abs().sum(0, dtype=torch.float64), torch.count_nonzero(rows, dim=0).double()
+
+
+def _planes(x: torch.Tensor, sample_dims: int, binary: bool = False) -> Planes:
+    view, order = plane_view(x, sample_dims)
+    shape = tuple(x.shape[x.dim() - sample_dims:])
+    P = math.prod(shape)
+    pa, pn = _planes_torch(view, P, binary)
+    return Planes(pa, pn, shape, order)
 
 
 def _reduce_device(x: torch.Tensor, steps: int) -> Reduction:
@@ -194,22 +257,59 @@ def _reduce_device(x: torch.Tensor, steps: int) -> Reduction:
     return Reduction(x.numel(), torch.count_nonzero(x), s, abs_sum, lo, hi, integer, ones)
 
 
-def reduce_tensor(x: torch.Tensor, steps: int = 1, scratch: Scratch | None = None, need_ones: bool = True) -> Reduction:
+def reduce_tensor(x: torch.Tensor, steps: int = 1, scratch: Scratch | None = None, need_ones: bool = True,
+                  sample_dims: int = 0, lazy: bool = False) -> Reduction:
     """The :class:`Reduction` of ``x`` read ``steps`` times per inference (``x`` holds the steps).
 
     ``need_ones=False`` lets the torch twin skip the bit-serial 1-bit count (``ones`` is then None):
     neurons and spike products do not use it, only the conv / linear layers reading the tensor do
-    (the C kernel counts them in the same pass anyway).
+    (the C kernel counts them in the same pass anyway). ``sample_dims > 0`` adds the planes over the
+    last ``sample_dims`` dimensions (under ``plane_key(x, sample_dims)``). ``lazy`` keeps every
+    statistic a tensor (the accelerator path) on the CPU too.
     """
+    key = plane_key(x, sample_dims) if sample_dims else None
     x, steps = _prepared(x, steps)
     if x.numel() == 0:
-        return Reduction(0, 0.0, 0.0, 0.0, 0.0, 0.0, True, 0.0)
-    if x.device.type != "cpu":
-        return _reduce_device(x, steps)
-    lib = _c_library(x)
-    if lib is not None:
-        return _reduce_c(lib, x, steps)
-    return _reduce_cpu(x, steps, scratch, need_ones)
+        red = Reduction(0, 0.0, 0.0, 0.0, 0.0, 0.0, True, 0.0)
+        if key:
+            red.planes[key] = _planes(x, sample_dims)
+        return red
+    if lazy or x.device.type != "cpu":
+        red = _reduce_device(x, steps)
+    else:
+        lib = _c_library(x)
+        if lib is not None:
+            if key:
+                red = _reduce_c_planes(lib, x, steps, sample_dims)
+                if red is not None:
+                    return red
+            red = _reduce_c(lib, x, steps)
+        else:
+            red = _reduce_cpu(x, steps, scratch, need_ones)
+    if key:
+        red.planes[key] = _planes(x, sample_dims)
+    return red
+
+
+def _reduce_c_planes(lib, x: torch.Tensor, steps: int, sample_dims: int) -> Reduction | None:
+    """The C reduction with its planes in the same pass (None where the layout does not split into
+    whole samples per step: the caller then adds the planes apart)."""
+    view, order = plane_view(x, sample_dims)
+    shape = tuple(x.shape[x.dim() - sample_dims:])
+    P = math.prod(shape)
+    N = view.numel() // steps
+    if P == 0 or N % P:
+        return None
+    pa = torch.zeros(P, dtype=torch.float64)
+    pn = torch.zeros(P, dtype=torch.float64)
+    out = _CReduction()
+    rc = lib.step_reduce_planes(view.data_ptr(), steps, N, P, ctypes.byref(out), pa.data_ptr(), pn.data_ptr(),
+                                threads_for(view.numel()))
+    if rc:
+        raise MemoryError("step_reduce_planes: no memory for the per-chunk results")
+    red = _from_c(x, out)
+    red.planes[plane_key(x, sample_dims)] = Planes(pa, pn, shape, order)
+    return red
 
 
 def _prepared(x: torch.Tensor, steps: int) -> tuple[torch.Tensor, int]:
@@ -227,6 +327,14 @@ def _fill_ones(x: torch.Tensor, steps: int, red: Reduction, scratch: Scratch | N
     red.ones = _integer_ones(counts, float(red.lo)) if bool(red.integer) else 0.0
 
 
+def _fill_planes(x: torch.Tensor, red: Reduction, sample_dims: int) -> None:
+    """Add the planes to a reduction made without them (one pass over ``x``; a column sum when the
+    reduction already proves ``x`` binary, e.g. spikes counted by the C neuron kernel)."""
+    binary = not isinstance(red.lo, torch.Tensor) and bool(red.integer) and red.lo >= 0 and red.hi <= 1
+    prepared, _ = _prepared(x, 1)
+    red.planes[plane_key(x, sample_dims)] = _planes(prepared, sample_dims, binary)
+
+
 class ReductionCache:
     """Reductions of the most recent tensors, so that a tensor read by several modules is reduced once.
 
@@ -238,8 +346,9 @@ class ReductionCache:
     entry lives; ``size`` bounds the extra memory kept alive.
     """
 
-    def __init__(self, size: int = 6):
+    def __init__(self, size: int = 6, lazy: bool = False):
         self.size = int(size)
+        self.lazy = bool(lazy)
         self._entries: OrderedDict[tuple, tuple[torch.Tensor, Reduction]] = OrderedDict()
         self.scratch = Scratch()
         self.hits = self.misses = 0
@@ -252,7 +361,8 @@ class ReductionCache:
         return (x.data_ptr(), x.numel(), x.dtype, x.device, steps)
 
     def _cacheable(self, x: torch.Tensor) -> bool:
-        return self.size > 0 and (x.is_contiguous() or (_c_library(x) is not None and dense_outer_first(x)))
+        return self.size > 0 and (x.is_contiguous() or (not self.lazy and _c_library(x) is not None
+                                                        and dense_outer_first(x)))
 
     def put(self, x: torch.Tensor, steps: int, red: Reduction) -> None:
         """Store the reduction of ``x`` made elsewhere (the C neuron kernel counts the spikes it writes)."""
@@ -264,11 +374,12 @@ class ReductionCache:
         if len(self._entries) > self.size:
             self._entries.popitem(last=False)
 
-    def reduce(self, x: torch.Tensor, steps: int = 1, need_ones: bool = True) -> Reduction:
+    def reduce(self, x: torch.Tensor, steps: int = 1, need_ones: bool = True, sample_dims: int = 0) -> Reduction:
+        """The reduction of ``x`` (with the planes over its last ``sample_dims`` dimensions if > 0)."""
         x = x.detach()
         if not self._cacheable(x):
             self.misses += 1
-            return reduce_tensor(x, steps, self.scratch, need_ones)
+            return reduce_tensor(x, steps, self.scratch, need_ones, sample_dims, self.lazy)
         key = self._key(x, steps)
         entry = self._entries.get(key)
         if entry is not None:
@@ -277,9 +388,11 @@ class ReductionCache:
             red = entry[1]
             if need_ones and red.ones is None:
                 _fill_ones(x, steps, red, self.scratch)
+            if sample_dims and plane_key(x, sample_dims) not in red.planes:
+                _fill_planes(x, red, sample_dims)
             return red
         self.misses += 1
-        red = reduce_tensor(x, steps, self.scratch, need_ones)
+        red = reduce_tensor(x, steps, self.scratch, need_ones, sample_dims, self.lazy)
         self._entries[key] = (x, red)
         if len(self._entries) > self.size:
             self._entries.popitem(last=False)

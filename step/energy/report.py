@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from step.energy.constants import FORMULA_VERSION
+from step.energy.constants import FORMULA_VERSION, op_energies
+from step.energy.conventions import neurobench_block, statement
 from step.energy.ops import OpTable
 from step.registry import ENERGY_MODELS
 
 #: runner keys of an energy config that are not energy-model keywords
-RUNNER_KEYS = ("name", "enabled", "encoder_per_step")
+RUNNER_KEYS = ("name", "enabled", "encoder_per_step", "skip_zero_weights")
 #: the model whose SNN energy is the leaderboard's energy_mem_mj
 MEMORY_MODEL = "memory"
 
@@ -49,14 +50,16 @@ class EnergyReport:
 
     @property
     def per_layer(self) -> list[dict[str, Any]]:
-        """One dict per counted module, with its energy in pJ under simple45's defaults."""
-        return self._rows(self.energy("simple45"))
+        """One dict per counted module, with its energy in pJ under simple45's defaults (``energy_pj``:
+        paper convention, ``energy_exact_pj``: exact convention)."""
+        return self._rows(self.energy("simple45"), self.energy("simple45", table=self.table.under("exact")))
 
-    def _rows(self, result: dict[str, Any]) -> list[dict[str, Any]]:
+    def _rows(self, result: dict[str, Any], exact: dict[str, Any]) -> list[dict[str, Any]]:
         rows = []
-        for row, pj in zip(self.table.layers, result["per_layer_pj"]):
+        for row, pj, exact_pj in zip(self.table.layers, result["per_layer_pj"], exact["per_layer_pj"]):
             d = row.as_dict()
             d["energy_pj"] = pj
+            d["energy_exact_pj"] = exact_pj
             rows.append(d)
         return rows
 
@@ -98,9 +101,23 @@ class EnergyReport:
                 "nonspike_macs": t.totals()["nonspike_macs"],
                 "energy_mj": {m: v["snn_mj"] for m, v in self._all_models(name, constants, t).items()},
             }
+        exact_table = table.under("exact")
+        mac, ac = op_energies(chosen["constants"]["precision"], chosen["constants"]["e_mac"], chosen["constants"]["e_ac"])
+        paper_totals = table.totals()
+        exact_totals = exact_table.totals()
+        by_convention = {
+            "paper": {**statement("paper"), "sops": paper_totals["sops"], "nonspike_macs": paper_totals["nonspike_macs"],
+                      "energy_mj": {m: v["snn_mj"] for m, v in self._all_models(name, constants, table).items()}},
+            "exact": {**statement("exact"), "skip_zero_weights": table.skip_zero_weights,
+                      "sops": exact_totals["sops"], "nonspike_macs": exact_totals["nonspike_macs"],
+                      "paper_minus_exact": paper_totals["paper_minus_exact"],
+                      "energy_mj": {m: v["snn_mj"] for m, v in self._all_models(name, constants, exact_table).items()}},
+            "neurobench": neurobench_block(table, mac, ac),
+        }
         return {
             "version": FORMULA_VERSION,
             "model": name,
+            "by_convention": by_convention,
             "constants": chosen["constants"],
             "conventions": {
                 "encoder_per_step": table.encoder_per_step,
@@ -122,7 +139,7 @@ class EnergyReport:
             "totals": self.table.totals() if table is self.table else table.totals(),
             "energy": self._all_models(name, constants, table),
             "encoder_conventions": conventions,
-            "per_layer": self._rows(chosen),
+            "per_layer": self._rows(chosen, self.energy(name, table=exact_table, **constants)),
         }
 
     def columns(self, energy_cfg: Mapping[str, Any] | None = None) -> dict[str, float]:
@@ -131,9 +148,11 @@ class EnergyReport:
         table = self._table_for(per_step)
         chosen = self.energy(name, table=table, **constants)
         mem = self.energy(MEMORY_MODEL, table=table, **(constants if name == MEMORY_MODEL else {}))
+        exact = self.energy(name, table=table.under("exact"), **constants)
         totals = table.totals()
         return {
             "energy_mj": _mj(chosen["snn_pj"]),
+            "energy_exact_mj": _mj(exact["snn_pj"]),
             "energy_mem_mj": _mj(mem["snn_pj"]),
             "energy_ann_mj": _mj(chosen["ann_pj"]),
             "energy_int8_mj": _mj(chosen["int8_pj"]),
@@ -147,17 +166,32 @@ class EnergyReport:
 
 
 def format_layer_table(rows: list[dict[str, Any]]) -> str:
-    """A fixed-width text table of per-layer rows (from ``per_layer`` or a record)."""
-    head = f"{'layer':<34} {'type':<16} {'MACs/step':>12} {'in rate':>8} {'bin':>4} {'SOPs':>12} {'out rate':>8} {'pJ':>12}"
+    """A fixed-width text table of per-layer rows (from ``per_layer`` or a record).
+
+    Operations per inference under the three conventions: ``paper`` (SOPs, or MACs on real-valued
+    inputs), ``exact`` and ``neurobench`` (effective ACs or MACs; empty for layers NeuroBench does not
+    see), and the energy in pJ under paper and exact. A record from before the conventions shows
+    empty exact / neurobench cells.
+    """
+    head = (f"{'layer':<34} {'type':<16} {'MACs/step':>11} {'in rate':>7} {'bin':>4} {'paper ops':>11} "
+            f"{'exact ops':>11} {'NB ops':>11} {'out rate':>8} {'paper pJ':>11} {'exact pJ':>11}")
     lines = [head, "-" * len(head)]
     for r in rows:
         rate = "" if r.get("input_rate") is None else f"{r['input_rate']:.4f}"
         out = "" if r.get("output_rate") is None else f"{r['output_rate']:.4f}"
-        binary = "" if r.get("kind") not in ("conv", "linear", "matmul") else _spike_kind(r)
+        synaptic = r.get("kind") in ("conv", "linear", "matmul")
+        binary = _spike_kind(r) if synaptic else ""
+        paper = exact = nb = ""
+        if synaptic:
+            paper = f"{(r.get('sops') or r.get('nonspike_macs') or 0):.4g}"
+            exact = "" if "exact_ops" not in r else f"{r['exact_ops']:.4g}"
+            nb = f"{r['nb_ops']:.4g}{'' if r.get('nb_spiking') else 'M'}" if r.get("nb_seen") else ""
+        exact_pj = "" if "energy_exact_pj" not in r else f"{r['energy_exact_pj']:.4g}"
         lines.append(
-            f"{str(r['name'])[:34]:<34} {str(r['type'])[:16]:<16} {r.get('macs', 0):>12.4g} {rate:>8} "
-            f"{binary:>4} {r.get('sops', 0):>12.4g} {out:>8} {r.get('energy_pj', 0):>12.4g}"
+            f"{str(r['name'])[:34]:<34} {str(r['type'])[:16]:<16} {r.get('macs', 0):>11.4g} {rate:>7} "
+            f"{binary:>4} {paper:>11} {exact:>11} {nb:>11} {out:>8} {r.get('energy_pj', 0):>11.4g} {exact_pj:>11}"
         )
+    lines.append("paper ops: SOPs (MACs on real-valued inputs); NB ops: NeuroBench effective ACs, M = MACs")
     return "\n".join(lines)
 
 

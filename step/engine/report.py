@@ -21,7 +21,7 @@ def format_summary(record: dict[str, Any]) -> str:
     ]
     for key, value in metrics.items():
         rows.append((f"test {key}", f"{value:.2f}" if isinstance(value, float) else str(value)))
-    for key in ("energy_mj", "energy_mem_mj", "energy_ann_mj", "energy_int8_mj", "sops", "firing_rate"):
+    for key in ("energy_mj", "energy_exact_mj", "energy_mem_mj", "energy_ann_mj", "energy_int8_mj", "sops", "firing_rate"):
         value = cols.get(key)
         if value not in (None, ""):
             rows.append((key, f"{value:.4g}" if isinstance(value, float) else str(value)))

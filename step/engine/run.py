@@ -59,7 +59,8 @@ def measure_final(cfg, model, test_loader, task, metrics, **eval_kwargs):
     from step.energy import EnergyMeter
 
     energy_cfg = OmegaConf.to_container(cfg.energy, resolve=True)
-    meter = EnergyMeter(model, T=cfg.T, encoder_per_step=bool(cfg.energy.get("encoder_per_step", False)))
+    meter = EnergyMeter(model, T=cfg.T, encoder_per_step=bool(cfg.energy.get("encoder_per_step", False)),
+                        skip_zero_weights=bool(cfg.energy.get("skip_zero_weights", False)))
     with meter:
         result = evaluate(model, test_loader, task, metrics=metrics, desc="test+energy", **eval_kwargs)
     report = meter.report()

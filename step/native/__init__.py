@@ -155,6 +155,7 @@ SIGNATURES: dict[str, dict[str, tuple[list, object]]] = {
     },
     "reduce": {
         "step_reduce": ([_P, _I64, _I64, _P, _I32], ctypes.c_int),
+        "step_reduce_planes": ([_P, _I64, _I64, _I64, _P, _P, _P, _I32], ctypes.c_int),
     },
 }
 

@@ -6,6 +6,12 @@
  * the count c_i = sum over the steps of x[t, i] and the 1-bits of |c_i| (the activations of the
  * bit-serial integer twin; meaningful only when every element is an integer).
  *
+ * step_reduce_planes does the same and also adds, per position i of one sample, the sums over the
+ * steps and the samples of |x| and of the non-zeros into two planes of P doubles (the per-position
+ * spike counts the exact and NeuroBench fan-out counts are weighted with). The tensor is then
+ * steps x (N / P) samples of P elements; positions are processed in blocks of the plane, each
+ * block by one thread for every sample, so the planes need no locks and no per-thread copies.
+ *
  * Built on first use by step/native/__init__.py and called through ctypes by
  * step/energy/reduce.py. Positions are processed in chunks of CHUNK with per-position float
  * accumulators over the steps (exact for the small integers spikes are; vectorisable without
@@ -40,7 +46,8 @@ typedef struct {
         o[J] += (double)__builtin_popcount(k_);                                          \
     } while (0)
 
-static void reduce_chunk(const float *x, int64_t steps, int64_t N, int64_t start, int64_t n, step_reduction *r)
+static void reduce_chunk(const float *x, int64_t steps, int64_t N, int64_t start, int64_t n, step_reduction *r,
+                         double *plane_abs, double *plane_nz)
 {
     float count[CHUNK], mag[CHUNK], nz[CHUNK], frac[CHUNK], lo[CHUNK], hi[CHUNK];
     for (int64_t i = 0; i < n; ++i) {
@@ -57,6 +64,12 @@ static void reduce_chunk(const float *x, int64_t steps, int64_t N, int64_t start
             frac[i] += fabsf(v - truncf(v));    /* 0 iff every element is an integer (NaN for +-inf) */
             lo[i] = v < lo[i] ? v : lo[i];
             hi[i] = v > hi[i] ? v : hi[i];
+        }
+    }
+    if (plane_abs) { /* integer-valued for spikes: exact in double whatever the order */
+        for (int64_t i = 0; i < n; ++i) {
+            plane_abs[i] += mag[i];
+            plane_nz[i] += nz[i];
         }
     }
     /* per-lane partial sums (lanes never mix, so this vectorises without reassociating), then the
@@ -86,6 +99,19 @@ static void reduce_chunk(const float *x, int64_t steps, int64_t N, int64_t start
     r->lo = l; r->hi = h;
 }
 
+/* the chunks' results in chunk order (the totals do not depend on the number of threads) */
+static void combine(const step_reduction *parts, int64_t chunks, step_reduction *out)
+{
+    step_reduction r = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, INFINITY, -INFINITY};
+    for (int64_t c = 0; c < chunks; ++c) {
+        r.nnz += parts[c].nnz; r.sum += parts[c].sum; r.abs_sum += parts[c].abs_sum; r.ones += parts[c].ones;
+        r.non_integer += parts[c].non_integer; r.nan += parts[c].nan;
+        r.lo = parts[c].lo < r.lo ? parts[c].lo : r.lo;
+        r.hi = parts[c].hi > r.hi ? parts[c].hi : r.hi;
+    }
+    *out = r;
+}
+
 /* Returns 0, or -1 if the scratch for the per-chunk results could not be allocated. */
 int step_reduce(const float *x, int64_t steps, int64_t N, step_reduction *out, int threads)
 {
@@ -95,16 +121,30 @@ int step_reduce(const float *x, int64_t steps, int64_t N, step_reduction *out, i
 #pragma omp parallel for schedule(static) num_threads(threads)
     for (int64_t c = 0; c < chunks; ++c) {
         const int64_t start = c * CHUNK;
-        reduce_chunk(x, steps, N, start, N - start < CHUNK ? N - start : CHUNK, &parts[c]);
+        reduce_chunk(x, steps, N, start, N - start < CHUNK ? N - start : CHUNK, &parts[c], NULL, NULL);
     }
-    step_reduction r = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, INFINITY, -INFINITY};
-    for (int64_t c = 0; c < chunks; ++c) {
-        r.nnz += parts[c].nnz; r.sum += parts[c].sum; r.abs_sum += parts[c].abs_sum; r.ones += parts[c].ones;
-        r.non_integer += parts[c].non_integer; r.nan += parts[c].nan;
-        r.lo = parts[c].lo < r.lo ? parts[c].lo : r.lo;
-        r.hi = parts[c].hi > r.hi ? parts[c].hi : r.hi;
-    }
+    combine(parts, chunks, out);
     free(parts);
-    *out = r;
+    return 0;
+}
+
+/* step_reduce plus the planes (N must be a multiple of P; the planes are added to, not cleared).
+ * Returns 0, -1 without memory, -2 if P does not divide N. */
+int step_reduce_planes(const float *x, int64_t steps, int64_t N, int64_t P, step_reduction *out,
+                       double *plane_abs, double *plane_nz, int threads)
+{
+    if (P <= 0 || N % P) return -2;
+    const int64_t samples = N / P, blocks = (P + CHUNK - 1) / CHUNK;
+    const int64_t chunks = samples * blocks;
+    step_reduction *parts = (step_reduction *)malloc((size_t)(chunks > 0 ? chunks : 1) * sizeof(step_reduction));
+    if (!parts) return -1;
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int64_t b = 0; b < blocks; ++b) {
+        const int64_t lo = b * CHUNK, n = P - lo < CHUNK ? P - lo : CHUNK;
+        for (int64_t s = 0; s < samples; ++s)
+            reduce_chunk(x, steps, N, s * P + lo, n, &parts[s * blocks + b], plane_abs + lo, plane_nz + lo);
+    }
+    combine(parts, chunks, out);
+    free(parts);
     return 0;
 }

@@ -19,7 +19,7 @@ from step.results.schema import COLUMNS
 #: a setting, up to its seed
 DEFAULT_BY = ["experiment", "task", "dataset", "model", "attention", "neuron", "surrogate", "encoder", "backend", "T"]
 #: columns averaged over seeds
-VALUES = ["metric", "energy_mj", "energy_mem_mj", "energy_ann_mj", "energy_int8_mj", "sops", "firing_rate",
+VALUES = ["metric", "energy_mj", "energy_exact_mj", "energy_mem_mj", "energy_ann_mj", "energy_int8_mj", "sops", "firing_rate",
           "params", "wall_time_s"]
 
 

@@ -19,6 +19,7 @@ import pandas as pd
 SHOWN = {
     "metric": ("metric", "{:.2f}"),
     "energy_mj": ("energy (mJ)", "{:.4g}"),
+    "energy_exact_mj": ("energy exact (mJ)", "{:.4g}"),
     "energy_mem_mj": ("energy+mem (mJ)", "{:.4g}"),
     "firing_rate": ("firing rate", "{:.3f}"),
     "params": ("params", "{:,.0f}"),

@@ -11,13 +11,14 @@
 | task, dataset, model, attention, neuron, surrogate, encoder, backend | the component names |
 | T, seed, params | timesteps, seed, trainable parameters |
 | metric_name, metric | the task's primary metric (e.g. ``top1``, in %) and its final test value |
-| energy_mj ... firing_rate | energy per inference (mJ) under the default, memory-aware, ANN-twin and INT8-twin models; synaptic ops; mean firing rate |
+| energy_mj ... firing_rate | energy per inference (mJ) under the default, memory-aware, ANN-twin and INT8-twin models; synaptic ops; mean firing rate (all under the ``paper`` counting convention) |
+| energy_exact_mj | energy per inference (mJ) under the default model with the ``exact`` (event-driven, in-bounds fan-out) counting convention; added in version 2 |
 | epochs, wall_time_s, device | training length, seconds end to end, the device used |
 | status, error | ``ok``, ``failed``, ``diverged`` or ``interrupted``, and the error message |
 | record_path, command | the run's record.json and the command that made it |
 """
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 COLUMNS = [
     "schema_version",
@@ -40,6 +41,7 @@ COLUMNS = [
     "metric_name",
     "metric",
     "energy_mj",
+    "energy_exact_mj",
     "energy_mem_mj",
     "energy_ann_mj",
     "energy_int8_mj",
