@@ -35,19 +35,23 @@ from step.neurons import kernels
 _DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 CUDA_CHOICES = ("auto", "triton", "torch")
 #: tests set this to run the Triton kernels in the interpreter on CPU tensors through the op
-_STATE = {"triton_on_cpu": False}
+_STATE = {"triton_on_cpu": False, "registered_op_in_eager": False}
 
 
 # ---- the surrogate as op arguments --------------------------------------------------------------
 def surrogate_spec(surrogate) -> tuple[str, float] | None:
     """``(registry name, alpha)`` of a registered surrogate module, or None for a module whose
     derivative is not one of the registered ones (it then runs through the autograd loop)."""
-    from step.registry import SURROGATES
+    kind = type(surrogate)
+    if kind not in _SPEC_NAMES:
+        from step.registry import SURROGATES
 
-    for name in SURROGATES.names():
-        if SURROGATES.entry(name).fn is type(surrogate):
-            return name, float(surrogate.alpha)
-    return None
+        _SPEC_NAMES[kind] = next((n for n in SURROGATES.names() if SURROGATES.entry(n).fn is kind), None)
+    name = _SPEC_NAMES[kind]
+    return None if name is None else (name, float(surrogate.alpha))
+
+
+_SPEC_NAMES: dict = {}
 
 
 @functools.lru_cache(maxsize=None)
@@ -140,11 +144,8 @@ def _float(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
     return t if t is None or t.dtype == torch.float32 else t.float()
 
 
-# ---- the forward op ------------------------------------------------------------------------------
-@torch.library.custom_op("step::lif_forward", mutates_args=())
-def lif_forward(x: torch.Tensor, k: Optional[torch.Tensor], tau: Optional[float], decay_input: bool,
-                threshold: float, v_reset: Optional[float], detach_reset: bool, max_spike: int, surrogate: str,
-                alpha: float, plan: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+# ---- the implementations (every device) ---------------------------------------------------------
+def forward_impl(x, k, tau, decay_input, threshold, v_reset, detach_reset, max_spike, surrogate, alpha, plan):
     """Spikes [T, ...] and final membrane [...] (x's dtype), and what the backward reads (float32;
     empty when it reads x itself or nothing). ``detach_reset`` matters to the backward only."""
     impl, form = plan.split(":")
@@ -165,26 +166,18 @@ def lif_forward(x: torch.Tensor, k: Optional[torch.Tensor], tau: Optional[float]
         v0 = torch.full_like(xf[0], 0.0 if v_reset is None else v_reset)
         spikes, v, aux = loop(xf, v0, tau, decay_input, threshold, v_reset, form == "h", k=_float(k),
                               max_spike=max_spike, out_dtype=x.dtype)
-    spikes = _with_strides(spikes, torch.empty_like(x).stride())
-    v = _with_strides(v.to(x.dtype), torch.empty_like(x[0]).stride())
+    if spikes.stride() != x.stride():  # x not one dense block: empty_like's strides, as the fake gives
+        spikes = _with_strides(spikes, torch.empty_like(x).stride())
+    v = v.to(x.dtype)
+    if v.stride() != x[0].stride():
+        v = _with_strides(v, torch.empty_like(x[0]).stride())
     if aux is None or form not in ("h", "u"):
         aux = x.new_empty(0, dtype=torch.float32)
     return spikes, v, aux
 
 
-@lif_forward.register_fake
-def _(x, k, tau, decay_input, threshold, v_reset, detach_reset, max_spike, surrogate, alpha, plan):
-    form = plan.split(":")[1]
-    aux = torch.empty_like(x, dtype=torch.float32) if form in ("h", "u") else x.new_empty(0, dtype=torch.float32)
-    return torch.empty_like(x), torch.empty_like(x[0]), aux
-
-
-# ---- the backward op -----------------------------------------------------------------------------
-@torch.library.custom_op("step::lif_backward", mutates_args=())
-def lif_backward(gs: Optional[torch.Tensor], gv: Optional[torch.Tensor], saved: torch.Tensor,
-                 spikes: Optional[torch.Tensor], k: Optional[torch.Tensor], tau: Optional[float], decay_input: bool,
-                 threshold: float, v_reset: Optional[float], detach_reset: bool, max_spike: int, surrogate: str,
-                 alpha: float, plan: str, x_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+def backward_impl(gs, gv, saved, spikes, k, tau, decay_input, threshold, v_reset, detach_reset, max_spike,
+                  surrogate, alpha, plan, x_dtype):
     """g_X (x's dtype) and, for PLIF, the per-neuron sums of the decay's gradient (float32; empty
     otherwise). ``saved`` is X (plan ``*:x``), H (``*:h``) or the sigmoid's argument (``c:u``)."""
     impl, form = plan.split(":")
@@ -215,10 +208,34 @@ def lif_backward(gs: Optional[torch.Tensor], gv: Optional[torch.Tensor], saved: 
         loop = kernels._maybe_compiled(kernels._backward_loop, kernels._backward_loop)
         gx, acc = loop(_float(gs), _float(gv), h, _surrogate(surrogate, alpha).derivative, tau, decay_input,
                        threshold, v_reset, detach_reset, k=_float(k), max_spike=max_spike, x=xf)
-    gx = _with_strides(gx.to(x_dtype), layout)
+    gx = _with_strides(gx if gx.dtype == x_dtype else gx.to(x_dtype), layout)
     if acc is None:
         acc = saved.new_empty(0, dtype=torch.float32)
     return gx, acc
+
+
+# ---- the registered ops: what autograd and torch.compile see -------------------------------------
+@torch.library.custom_op("step::lif_forward", mutates_args=())
+def lif_forward(x: torch.Tensor, k: Optional[torch.Tensor], tau: Optional[float], decay_input: bool,
+                threshold: float, v_reset: Optional[float], detach_reset: bool, max_spike: int, surrogate: str,
+                alpha: float, plan: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return forward_impl(x, k, tau, decay_input, threshold, v_reset, detach_reset, max_spike, surrogate, alpha, plan)
+
+
+@lif_forward.register_fake
+def _(x, k, tau, decay_input, threshold, v_reset, detach_reset, max_spike, surrogate, alpha, plan):
+    form = plan.split(":")[1]
+    aux = torch.empty_like(x, dtype=torch.float32) if form in ("h", "u") else x.new_empty(0, dtype=torch.float32)
+    return torch.empty_like(x), torch.empty_like(x[0]), aux
+
+
+@torch.library.custom_op("step::lif_backward", mutates_args=())
+def lif_backward(gs: Optional[torch.Tensor], gv: Optional[torch.Tensor], saved: torch.Tensor,
+                 spikes: Optional[torch.Tensor], k: Optional[torch.Tensor], tau: Optional[float], decay_input: bool,
+                 threshold: float, v_reset: Optional[float], detach_reset: bool, max_spike: int, surrogate: str,
+                 alpha: float, plan: str, x_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    return backward_impl(gs, gv, saved, spikes, k, tau, decay_input, threshold, v_reset, detach_reset, max_spike,
+                         surrogate, alpha, plan, x_dtype)
 
 
 @lif_backward.register_fake
@@ -245,21 +262,39 @@ def _setup_context(ctx, inputs, output):
     ctx.args = (tau, decay_input, threshold, v_reset, detach_reset, max_spike, surrogate, alpha, plan_, x.dtype)
 
 
-def _backward(ctx, gs, gv, _gaux):
+def _gradients(ctx, gs, gv, backward):
     nothing = (None,) * 11
     if ctx.form == "none" or (gs is None and gv is None):
         return nothing
     tensors = list(ctx.saved_tensors)
     k = tensors.pop() if ctx.has_k else None
     saved, spikes = tensors[0], (tensors[1] if len(tensors) > 1 else None)
-    tau, decay_input, threshold, v_reset, detach_reset, max_spike, surrogate, alpha, plan_, x_dtype = ctx.args
-    gx, acc = lif_backward(gs, gv, saved, spikes, k, tau, decay_input, threshold, v_reset, detach_reset,
-                           max_spike, surrogate, alpha, plan_, x_dtype)
+    gx, acc = backward(gs, gv, saved, spikes, k, *ctx.args)
     gk = acc.sum() if k is not None and ctx.needs_input_grad[1] else None
     return (gx if ctx.needs_input_grad[0] else None, gk, *nothing[2:])
 
 
+def _backward(ctx, gs, gv, _gaux):
+    return _gradients(ctx, gs, gv, lif_backward)
+
+
 torch.library.register_autograd("step::lif_forward", _backward, setup_context=_setup_context)
+
+
+class _Eager(torch.autograd.Function):
+    """Outside torch.compile, the same implementations and autograd context without the dispatcher
+    round trips of a registered op (a few tens of microseconds per call, paid by every neuron of a
+    model twice per step: on a GPU that is time the device waits)."""
+
+    @staticmethod
+    def forward(ctx, *inputs):  # type: ignore[override]
+        output = forward_impl(*inputs)
+        _setup_context(ctx, inputs, output)
+        return output
+
+    @staticmethod
+    def backward(ctx, gs, gv, _gaux):  # type: ignore[override]
+        return _gradients(ctx, gs, gv, backward_impl)
 
 
 # ---- the entry point -----------------------------------------------------------------------------
@@ -279,6 +314,7 @@ def multistep(x: torch.Tensor, *, tau: float | None, decay_input: bool, v_thresh
     need_grad = torch.is_grad_enabled() and (x.requires_grad or (k is not None and k.requires_grad))
     p = plan(x, k, max_spike, name, alpha, bool(detach_reset), need_grad)
     reset = None if v_reset is None else float(v_reset)
-    spikes, v, _ = lif_forward(x, k, tau, bool(decay_input), float(v_threshold), reset, bool(detach_reset),
-                               int(max_spike), name, alpha, p)
+    op = lif_forward if torch.compiler.is_compiling() or _STATE["registered_op_in_eager"] else _Eager.apply
+    spikes, v, _ = op(x, k, tau, bool(decay_input), float(v_threshold), reset, bool(detach_reset), int(max_spike),
+                      name, alpha, p)
     return spikes, v
