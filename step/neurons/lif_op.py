@@ -107,6 +107,19 @@ def implementation(x: torch.Tensor, k=None, max_spike: int = 0, surrogate: str =
     return "torch"
 
 
+def device_implementation(device: torch.device | str) -> str:
+    """What serves IF/LIF/PLIF/integer-LIF neurons on ``device``, for records and logs."""
+    kind = torch.device(device).type
+    if kind == "cuda":
+        if cuda_choice() == "torch":
+            return "torch (STEP_CUDA_KERNELS=torch)"
+        why = triton_unavailable()
+        return "triton" if why is None else f"torch ({why})"
+    if kind == "cpu":
+        return native.implementation("lif")
+    return f"torch ({kind} has no kernel)"
+
+
 def plan(x: torch.Tensor, k, max_spike: int, surrogate: str, alpha: float, detach_reset: bool,
          need_grad: bool) -> str:
     """``"<implementation>:<kept>"`` for one call (module docstring). The C backward serves a
