@@ -71,16 +71,22 @@ def cuda_choice() -> str:
     return value
 
 
-@functools.lru_cache(maxsize=1)
 def triton_unavailable() -> str | None:
-    """Why the Triton kernels cannot run here (None when they can)."""
-    try:
-        import triton  # noqa: F401
+    """Why the Triton kernels cannot run here (None when they can); looked up once (a plain dict,
+    not an lru_cache, which torch.compile would trace around with a warning)."""
+    if "triton" not in _WHY:
+        try:
+            import triton  # noqa: F401
 
-        from step.neurons import triton_lif  # noqa: F401
-    except Exception as err:  # noqa: BLE001 - any import failure means: use the reference
-        return f"triton cannot be imported ({type(err).__name__}: {err})"
-    return None
+            from step.neurons import triton_lif  # noqa: F401
+        except Exception as err:  # noqa: BLE001 - any import failure means: use the reference
+            _WHY["triton"] = f"triton cannot be imported ({type(err).__name__}: {err})"
+        else:
+            _WHY["triton"] = None
+    return _WHY["triton"]
+
+
+_WHY: dict = {}
 
 
 def _triton_serves(x: torch.Tensor, surrogate: str, max_spike: int) -> bool:
