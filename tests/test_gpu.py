@@ -60,21 +60,34 @@ def _inputs(shape, dtype, seed=0, channels_last=False):
     return x.to(dtype), grad.to(dtype), gv.to(dtype)
 
 
-@pytest.mark.parametrize("name", ["lif", "if", "plif", "ilif"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
-def test_triton_kernels_equal_the_torch_loop_on_cuda(name, dtype, monkeypatch):
+def _cases():
+    """Every reset x detach x charge form per neuron, every surrogate once, every dtype once: about 50
+    kernel variants (each compiles once, a second or so: the full product would take 20 minutes)."""
+    modes = list(itertools.product([0.0, None, -0.2], [True, False], [True, False]))
+    f32 = torch.float32
+    cases = [("lif", f32, r, d, det, "atan", 3.0) for r, d, det in modes]
+    cases += [("lif", f32, 0.0, True, True, s, 3.0 if s in ("rectangle", "triangle", "erf") else 2.0)
+              for s in RATIONAL + TRANSCENDENTAL]
+    cases += [("if", f32, r, True, det, "sigmoid", 2.0) for r, _, det in modes[::2]]
+    cases += [("plif", f32, r, d, det, "triangle", 3.0) for r, d, det in modes]
+    cases += [("ilif", f32, r, True, det, "atan", 2.0) for r, _, det in modes[::2]]
+    cases += [(n, dt, 0.0, True, True, s, 2.0) for n in ("lif", "plif", "ilif", "if")
+              for dt, s in ((torch.bfloat16, "atan"), (torch.float16, "sigmoid"))]
+    return cases
+
+
+@pytest.mark.parametrize("name,dtype,reset,decay_input,detach,sur,tau", _cases())
+def test_triton_kernels_equal_the_torch_loop_on_cuda(name, dtype, reset, decay_input, detach, sur, tau, monkeypatch):
     x, g, gv = _inputs((4, 3, 1029), dtype, seed=1)  # 1029: no multiple of any block
-    assert lif_op.implementation(x, surrogate="atan") == "triton"
-    for (reset, decay_input, detach), (sur, tau) in itertools.product(
-            itertools.product([0.0, None, -0.2], [True, False], [True, False]),
-            [(s, 3.0 if i % 2 else 2.0) for i, s in enumerate(RATIONAL + TRANSCENDENTAL)]):
-        n = NEURONS.build(name, tau=tau, v_threshold=0.8, v_reset=reset, decay_input=decay_input,
-                          detach_reset=detach, surrogate=sur, alpha=3.0 if tau == 3.0 else 2.0).cuda()
-        (k, kp), (t, tp) = _run(n, x, g, gv, "auto", monkeypatch), _run(n, x, g, gv, "torch", monkeypatch)
-        what = f"{name} {dtype} reset={reset} decay_input={decay_input} detach={detach} {sur} tau={tau}"
-        _compare(k, t, exact=sur in RATIONAL or name == "ilif", what=what)
-        for a, b in zip(kp, tp):  # PLIF's decay: one sum, in another order than autograd's
-            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    assert lif_op.implementation(x, surrogate=sur) == "triton"
+    n = NEURONS.build(name, tau=tau, v_threshold=0.8, v_reset=reset, decay_input=decay_input, detach_reset=detach,
+                      surrogate=sur, alpha=3.0 if tau == 3.0 else 2.0).cuda()
+    (k, kp), (t, tp) = _run(n, x, g, gv, "auto", monkeypatch), _run(n, x, g, gv, "torch", monkeypatch)
+    what = f"{name} {dtype} reset={reset} decay_input={decay_input} detach={detach} {sur} tau={tau}"
+    assert t[0].sum() > 0, what
+    _compare(k, t, exact=sur in RATIONAL or name == "ilif", what=what)
+    for a, b in zip(kp, tp):  # PLIF's decay: one sum, in another order than autograd's
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("T", [1, 4, 16])
@@ -113,29 +126,34 @@ def test_tiny_model_same_logits_on_both_cuda_paths_and_compiled(monkeypatch):
     torch.testing.assert_close(compiled, kernel, rtol=1e-4, atol=1e-5)
 
 
-def test_counting_on_cuda_agrees_with_the_cpu(isolated_roots):
+def test_counting_on_cuda_agrees_with_the_cpu(monkeypatch):
+    # the same model and batch counted on the CPU and on CUDA: shape-only counts are equal, counts
+    # that depend on the spikes agree closely (float rounding of the layers may flip a few spikes)
     from step.components import default_neuron_factory
     from step.energy import EnergyMeter
 
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     torch.manual_seed(0)
     model = MODELS.build("spikformer", num_classes=3, img_size=16, in_chans=1, depth=1, dim=32, heads=2,
-                         neuron=default_neuron_factory(T=2)).eval()
-    x = torch.rand(2, 8, 1, 16, 16) * 3
+                         neuron=default_neuron_factory(T=2))
+    x = torch.rand(2, 8, 1, 16, 16, generator=torch.Generator().manual_seed(3)) * 8
+    with torch.no_grad():
+        model.train()(x)  # batch-norm statistics of the data, so that the neurons fire
     reports = {}
     for device in ("cpu", "cuda"):
-        m = model.to(device)
+        m = model.to(device).eval()
         meter = EnergyMeter(m, T=2)
         with meter, torch.inference_mode():
             m(x.to(device))
         reports[device] = meter.report()
-    cpu, cuda = (reports[d].to_record({}) for d in ("cpu", "cuda"))
-    assert cpu.keys() == cuda.keys()
-    for key in ("macs", "dense_macs"):
-        if key in cpu:
-            assert cpu[key] == cuda[key], key  # shapes only
-    for key, value in cpu.items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-            assert cuda[key] == pytest.approx(value, rel=0.02, abs=1e-9), key  # spikes may flip at the threshold
+    cpu, cuda = reports["cpu"].totals, reports["cuda"].totals
+    for key in ("macs", "macs_executed", "nonspike_macs", "encoder_macs", "bias_adds", "params", "neurons",
+                "neuron_updates", "norm_ops", "pool_ops"):
+        assert cpu[key] == cuda[key], key
+    assert cpu["spikes"] > 0
+    for key in ("sops", "spikes", "mean_firing_rate"):
+        assert cuda[key] == pytest.approx(cpu[key], rel=0.05), key
+    assert all(math.isfinite(v) for v in reports["cuda"].columns({}).values())
 
 
 def test_tiny_end_to_end_run_under_the_gpu_recipe(isolated_roots, monkeypatch):

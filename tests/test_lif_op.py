@@ -143,3 +143,17 @@ def test_inductor_compiled_model_gives_the_same_logits():
     assert torch.equal(eager[0], compiled[0])
     for k in eager[1]:
         torch.testing.assert_close(compiled[1][k], eager[1][k], rtol=1e-4, atol=1e-6)
+
+
+def test_the_registered_op_in_eager_mode_equals_the_fast_eager_path(monkeypatch):
+    # outside torch.compile calls take a plain autograd.Function over the same implementations;
+    # through the registered op (dispatcher, register_autograd) the numbers are the same
+    x, g, gv = _data(seed=4)
+    for name in ("lif", "plif", "ilif"):
+        n = NEURONS.build(name, tau=2.0, detach_reset=False, surrogate="sigmoid")
+        fast = _run(n, n.run, x, g, gv)
+        monkeypatch.setitem(lif_op._STATE, "registered_op_in_eager", True)
+        registered = _run(n, n.run, x, g, gv)
+        monkeypatch.setitem(lif_op._STATE, "registered_op_in_eager", False)
+        assert all(torch.equal(a, b) for a, b in zip(fast[:3], registered[:3]))
+        assert all(torch.equal(a, b) for a, b in zip(fast[3], registered[3]))

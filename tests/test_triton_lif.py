@@ -186,6 +186,7 @@ def test_cuda_mode_equals_the_torch_loop_under_cudas_division_rule(numpy_exp):
             assert not all(torch.equal(a, b) for a, b in zip(plain[1:3], ref[1:3]))
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # inf - inf, 0 * inf: IEEE NaN
 def test_special_values_and_ragged_sizes():
     # a single step, sizes that are no multiple of the block, and inf / nan / signed zeros
     special = torch.tensor([1.0, 0.0, -0.0, float("inf"), float("-inf"), float("nan"), 2.0, -1.0, 0.8, 1e-40])
@@ -227,8 +228,14 @@ def test_what_the_kernels_do_not_take_runs_the_reference(monkeypatch):
     assert lif_op.implementation(torch.randn(17, 3, 8)) == "torch"  # T > MAX_T: registers would not hold T steps
     assert lif_op.implementation(torch.randn(4, 3, 8)[:, :, ::2]) == "torch"  # not one dense block
     assert lif_op.implementation(dense.double()) == "torch"
+    monkeypatch.setitem(lif_op._WHY, "triton", "triton cannot be imported (ImportError: stub)")
+    assert lif_op.implementation(dense) == "torch"  # no triton on this machine: the reference serves
+    assert lif_op.device_implementation("cuda") == "torch (triton cannot be imported (ImportError: stub))"
+    monkeypatch.setitem(lif_op._WHY, "triton", None)
+    assert lif_op.device_implementation("cuda") == "triton"
     monkeypatch.setenv("STEP_CUDA_KERNELS", "torch")
     assert lif_op.implementation(dense) == "torch"
+    assert lif_op.device_implementation("cuda") == "torch (STEP_CUDA_KERNELS=torch)"
     monkeypatch.setenv("STEP_CUDA_KERNELS", "cuda")
     with pytest.raises(Exception, match="not one of auto, triton, torch"):
         lif_op.implementation(dense)
@@ -269,3 +276,54 @@ def test_kernels_compile_for_sm90_without_contraction_or_approximate_division():
     assert "div.rn.f32" in backward
     assert "cvt.rn.bf16.f32" in forward  # the cast of an already rounded value
     assert not re.search(r"\bdiv\.(full|approx)", sigmoid)
+
+
+def test_a_model_on_the_interpreted_kernels_equals_the_model_on_the_c_kernel(monkeypatch):
+    # every neuron of a small Spikformer through the Triton kernels (which keep X for the backward,
+    # whatever the surrogate): same logits and parameter gradients as on the CPU path
+    from step.components import default_neuron_factory
+    from step.registry import MODELS
+
+    torch.manual_seed(0)
+    model = MODELS.build("spikformer", num_classes=3, img_size=8, in_chans=2, depth=1, dim=16, heads=2,
+                         patch_size=2, neuron=default_neuron_factory(T=2))
+    x = torch.rand(2, 2, 2, 8, 8, generator=torch.Generator().manual_seed(1)) * 2
+    results = []
+    for on_cpu in (False, True):
+        monkeypatch.setitem(lif_op._STATE, "triton_on_cpu", on_cpu)
+        model.zero_grad()
+        out = model(x)
+        out.square().sum().backward()
+        results.append((out.detach(), [p.grad.clone() for p in model.parameters()]))
+    assert torch.equal(results[0][0], results[1][0])
+    assert all(torch.equal(a, b) for a, b in zip(results[0][1], results[1][1]))
+
+
+def test_with_triton_interpret_set_for_the_whole_process():
+    # what a user gets with TRITON_INTERPRET=1 in the environment: the module's own kernels are the
+    # interpreted ones, and the neuron op run through them equals the reference loop
+    import os
+    import subprocess
+    import sys
+
+    code = """
+import torch
+from step.neurons import kernels, lif_op, triton_lif
+assert triton_lif.is_interpreted()
+lif_op._STATE["triton_on_cpu"] = True
+from step.registry import NEURONS
+x0 = torch.randn(4, 3, 50, generator=torch.Generator().manual_seed(0)) * 1.5
+out = []
+for on in (True, False):
+    lif_op._STATE["triton_on_cpu"] = on
+    n = NEURONS.build("lif", tau=3.0, surrogate="triangle", detach_reset=False)
+    x = x0.clone().requires_grad_()
+    s, v = n.run(x)
+    (s.sum() + v.sum()).backward()
+    out.append((s, v, x.grad))
+assert all(torch.equal(a, b) for a, b in zip(*out))
+print("interpreted ok")
+"""
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0 and "interpreted ok" in done.stdout, done.stderr[-2000:]

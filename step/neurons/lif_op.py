@@ -90,11 +90,12 @@ _WHY: dict = {}
 
 
 def _triton_serves(x: torch.Tensor, surrogate: str, max_spike: int) -> bool:
+    if triton_unavailable() is not None:
+        return False
     from step.neurons.triton_lif import MAX_T, SURROGATE_IDS
 
     return (x.dtype in _DTYPES and x.dim() >= 2 and 0 < x.shape[0] <= MAX_T and x.numel() > 0
-            and native.dense_outer_first(x) and (max_spike > 0 or surrogate in SURROGATE_IDS)
-            and triton_unavailable() is None)
+            and native.dense_outer_first(x) and (max_spike > 0 or surrogate in SURROGATE_IDS))
 
 
 def _c_serves(x: torch.Tensor, k, max_spike: int) -> bool:
@@ -300,7 +301,7 @@ def _backward(ctx, gs, gv, _gaux):
 torch.library.register_autograd("step::lif_forward", _backward, setup_context=_setup_context)
 
 
-class _Eager(torch.autograd.Function):
+class _NeuronOp(torch.autograd.Function):
     """Outside torch.compile, the same implementations and autograd context without the dispatcher
     round trips of a registered op (a few tens of microseconds per call, paid by every neuron of a
     model twice per step: on a GPU that is time the device waits)."""
@@ -333,7 +334,7 @@ def multistep(x: torch.Tensor, *, tau: float | None, decay_input: bool, v_thresh
     need_grad = torch.is_grad_enabled() and (x.requires_grad or (k is not None and k.requires_grad))
     p = plan(x, k, max_spike, name, alpha, bool(detach_reset), need_grad)
     reset = None if v_reset is None else float(v_reset)
-    op = lif_forward if torch.compiler.is_compiling() or _STATE["registered_op_in_eager"] else _Eager.apply
+    op = lif_forward if torch.compiler.is_compiling() or _STATE["registered_op_in_eager"] else _NeuronOp.apply
     spikes, v, _ = op(x, k, tau, bool(decay_input), float(v_threshold), reset, bool(detach_reset), int(max_spike),
                       name, alpha, p)
     return spikes, v
