@@ -231,6 +231,10 @@ def test_what_the_kernels_do_not_take_runs_the_reference(monkeypatch):
     monkeypatch.setitem(lif_op._WHY, "triton", "triton cannot be imported (ImportError: stub)")
     assert lif_op.implementation(dense) == "torch"  # no triton on this machine: the reference serves
     assert lif_op.device_implementation("cuda") == "torch (triton cannot be imported (ImportError: stub))"
+    monkeypatch.setenv("STEP_CUDA_KERNELS", "triton")  # asked for explicitly: a clear error instead
+    with pytest.raises(Exception, match="STEP_CUDA_KERNELS=triton but the Triton kernels are unavailable"):
+        lif_op.implementation(dense)
+    monkeypatch.setenv("STEP_CUDA_KERNELS", "auto")
     monkeypatch.setitem(lif_op._WHY, "triton", None)
     assert lif_op.device_implementation("cuda") == "triton"
     monkeypatch.setenv("STEP_CUDA_KERNELS", "torch")

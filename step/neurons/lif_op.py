@@ -106,9 +106,16 @@ def _c_serves(x: torch.Tensor, k, max_spike: int) -> bool:
 def implementation(x: torch.Tensor, k=None, max_spike: int = 0, surrogate: str = "atan") -> str:
     """``c``, ``triton`` or ``torch`` (the reference): what serves this input."""
     if x.device.type == "cuda" or (x.device.type == "cpu" and _STATE["triton_on_cpu"]):
-        if cuda_choice() != "torch" and _triton_serves(x, surrogate, max_spike):
+        choice = cuda_choice()
+        if choice == "triton" and triton_unavailable() is not None:
+            from step.errors import StepError
+
+            raise StepError(f"STEP_CUDA_KERNELS=triton but the Triton kernels are unavailable: "
+                            f"{triton_unavailable()}. Install triton (it comes with torch's CUDA wheels) or set "
+                            "STEP_CUDA_KERNELS=auto to use the torch loop.")
+        if choice != "torch" and _triton_serves(x, surrogate, max_spike):
             return "triton"
-        return "torch"
+        return "torch"  # also with STEP_CUDA_KERNELS=triton where the kernels do not apply (T > 16, ...)
     if x.device.type == "cpu" and _c_serves(x, k, max_spike):
         return "c"
     return "torch"
