@@ -20,7 +20,6 @@ tests/test_gpu.py repeats the comparisons on a GPU against the torch loop on CUD
 
 from __future__ import annotations
 
-import itertools
 import re
 import shutil
 from pathlib import Path
@@ -331,3 +330,14 @@ print("interpreted ok")
     env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0 and "interpreted ok" in done.stdout, done.stderr[-2000:]
+
+
+def test_one_neuron_per_step_is_not_a_compile_time_constant():
+    # Triton turns an integer argument equal to 1 into a constant unless told not to; N = 1 (one
+    # neuron per step) must still run, in the interpreter and in the launcher's specialisation
+    assert "N" in {p.name for p in triton_lif._lif_forward_kernel.params if p.do_not_specialize}
+    assert "N" in {p.name for p in triton_lif._lif_backward_kernel.params if p.do_not_specialize}
+    x, gs, gv = _data(T=3, shape=(1,), seed=13)
+    kw = dict(tau=2.0, k=None, decay_input=True, th=0.5, reset=0.0, detach_reset=True, max_spike=0,
+              surrogate="atan", alpha=2.0)
+    _same(triton_interpreted(x, gs, gv, **kw), reference(x, gs, gv, **kw))

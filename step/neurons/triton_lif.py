@@ -168,7 +168,7 @@ def _surrogate(x, c1, c2, c3, SURR: tl.constexpr, RECIP: tl.constexpr, EXACT_EXP
     return sg
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["N"])  # N = 1 would become a constant (no .to() on it)
 def _lif_forward_kernel(x_ptr, k_ptr, s_ptr, v_ptr, N, tau, inv_tau, th, r, max_spike,
                         T: tl.constexpr, CHARGE: tl.constexpr, SOFT: tl.constexpr, INTEGER: tl.constexpr,
                         RECIP: tl.constexpr, SHIFT: tl.constexpr, OUT: tl.constexpr, BLOCK: tl.constexpr):
@@ -189,7 +189,7 @@ def _lif_forward_kernel(x_ptr, k_ptr, s_ptr, v_ptr, N, tau, inv_tau, th, r, max_
     tl.store(v_ptr + offs, _rounded(v, OUT).to(v_ptr.dtype.element_ty), mask=mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["N"])
 def _lif_backward_kernel(x_ptr, k_ptr, gs_ptr, gv_ptr, gx_ptr, acc_ptr, N, tau, inv_tau, th, r, max_spike,
                          c1, c2, c3,
                          T: tl.constexpr, CHARGE: tl.constexpr, SOFT: tl.constexpr, INTEGER: tl.constexpr,
