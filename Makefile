@@ -8,7 +8,7 @@ export WANDB_MODE ?= offline
 export PYTHONUNBUFFERED := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-slow test-gpu lint bench leaderboard reproduce-cpu clean mutate
+.PHONY: help install demo test test-slow test-gpu lint bench bench-gpu leaderboard reproduce-cpu clean mutate
 
 help: ## list every target with one line each
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sort | awk 'BEGIN{FS=":.*## "}{printf "  make %-28s %s\n", $$1, $$2}'
@@ -32,8 +32,11 @@ test: install ## run the test suite (fast: tiny models; excludes slow and gpu ma
 test-slow: install ## run only the slow tests (longer trainings)
 	WANDB_MODE=disabled $(PY) -m pytest -q -m slow
 
-test-gpu: install ## run the CUDA tests (needs a GPU)
+test-gpu: install ## run the CUDA tests: Triton neuron kernels vs the torch loop, counting, tiny runs (skip without a GPU)
 	WANDB_MODE=disabled $(PY) -m pytest -q -m gpu
+
+bench-gpu: install ## GPU benchmark, < 5 min on one GPU: neuron, training step, inference vs SpikingJelly -> results/bench.csv (exits 0 without CUDA)
+	WANDB_MODE=disabled $(PY) tests/benchmarks/bench_gpu.py $(BENCH_GPU_ARGS)
 
 bench: install ## timed benchmarks (ours vs peers, same process, medians and ratios) -> results/bench.csv; exits 1 on REGRESSION
 	WANDB_MODE=disabled $(PY) tests/benchmarks/run_all.py $(BENCH_ARGS)

@@ -22,6 +22,8 @@ class TrainerConf:
     batch_size: int = 64  # the GLOBAL batch: under torchrun each of N processes loads batch_size / N
     eval_batch_size: int = 256  # global, split over processes like batch_size
     num_workers: int = 0
+    pin_memory: bool = False  # page-locked host batches (CUDA runs only): faster, asynchronous copies to the GPU
+    persistent_workers: bool = False  # keep the loader worker processes alive across epochs (num_workers > 0)
     device: str = "auto"  # auto | cpu | cuda | cuda:N (torchrun pins each process to cuda:LOCAL_RANK)
     precision: str = "32"  # 32 | bf16 (CPU or CUDA autocast) | fp16 (CUDA autocast + GradScaler)
     compile: bool = False  # torch.compile the model

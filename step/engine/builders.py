@@ -76,6 +76,16 @@ def build_task(cfg: DictConfig):
     return TASKS.build(cfg.task.name, **group_params(cfg, "task"))
 
 
+def loader_options(cfg: DictConfig) -> dict[str, Any]:
+    """``pin_memory`` / ``persistent_workers`` as the loaders get them (and the record shows):
+    pinning only when the run trains on CUDA (page-locked memory helps host-to-device copies
+    only), persistent workers only when there are workers."""
+    t = cfg.trainer
+    on_cuda = str(t.device).startswith("cuda") or (str(t.device) == "auto" and torch.cuda.is_available())
+    return {"num_workers": int(t.num_workers), "pin_memory": bool(t.pin_memory) and on_cuda,
+            "persistent_workers": bool(t.persistent_workers) and int(t.num_workers) > 0}
+
+
 def build_loaders(cfg: DictConfig, bundle: DataBundle, generator: torch.Generator,
                   info: DistInfo = DistInfo()) -> tuple[DataLoader, DataLoader]:
     """Train and test loaders for this process.
@@ -86,15 +96,16 @@ def build_loaders(cfg: DictConfig, bundle: DataBundle, generator: torch.Generato
     order as an uninterrupted one. The test split is sharded without padding (:class:`ShardSampler`).
     """
     t = cfg.trainer
+    options = loader_options(cfg)
     sampler = DistributedSampler(bundle.train, num_replicas=info.world_size, rank=info.rank,
                                  shuffle=True, seed=int(cfg.seed), drop_last=False)
     train = DataLoader(
         bundle.train, batch_size=per_rank_batch(t.batch_size, info), sampler=sampler, drop_last=False,
-        num_workers=t.num_workers, generator=generator, collate_fn=build_task(cfg).collate_fn,
+        generator=generator, collate_fn=build_task(cfg).collate_fn, **options,
     )
     eval_batch = max(1, -(-t.eval_batch_size // info.world_size))
     test = DataLoader(bundle.test, batch_size=eval_batch, sampler=ShardSampler(len(bundle.test), info),
-                      num_workers=t.num_workers, collate_fn=build_task(cfg).collate_fn)
+                      collate_fn=build_task(cfg).collate_fn, **options)
     return train, test
 
 

@@ -37,6 +37,7 @@ from step.engine.seed import resolve_device, seed_everything
 from step.engine.signals import graceful_stop, shielded
 from step.errors import DivergedError
 from step.layers.fold import set_channels_last
+from step.neurons.lif_op import device_implementation as neuron_implementation
 from step.results.record import command_line, git_commit, package_versions
 
 
@@ -152,6 +153,7 @@ def _run(cfg: DictConfig, info: distributed.DistInfo, device: torch.device) -> d
         "device": str(device) if not info.enabled else f"{device.type} x{info.world_size}",
         "world_size": info.world_size, "precision": str(t.precision), "compile": bool(t.compile), "compile_neurons": bool(t.compile_neurons),
         "channels_last": bool(t.channels_last), "cpu_allocator": allocator, "kernels": native.implementations(),
+        "loader": builders.loader_options(cfg), "neuron_kernel": neuron_implementation(device),
         "torch_threads": torch.get_num_threads(), "seed": cfg.seed, "T": cfg.T, "params": params,
         "components": components(cfg), "metric_name": task.metric_name, "metrics": {},
         "data": {"name": bundle.name, "modality": bundle.modality, "num_classes": bundle.num_classes,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from step.neurons.base import SpikingNeuron, neuron_signature
+from step.neurons.base import neuron_signature
 from step.neurons.lif import LIF
 from step.registry import NEURONS
 
@@ -54,7 +54,7 @@ class IntegerLIF(LIF):
         fired = (s > 0).to(h.dtype)
         return fired * self.v_reset + (1.0 - fired) * h
 
-    run = SpikingNeuron.run
+    _integer_spike = True  # the neuron op (step.neurons.lif_op) computes fire / reset above
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", max_spike={self.max_spike}"

@@ -9,31 +9,43 @@ import torch
 from torch import nn
 
 from step.neurons.base import SpikingNeuron, neuron_signature
-from step.neurons.kernels import fused_lif
+from step.neurons.lif_op import multistep, surrogate_spec
 from step.registry import NEURONS
 
 
 class _FusedMixin:
-    """IF/LIF use the fused kernel when the reset is detached and the threshold fixed.
+    """IF/LIF (and PLIF, the integer LIF) run the neuron op ``step::lif_forward``
+    (:mod:`step.neurons.lif_op`: C kernel on the CPU, Triton on CUDA, the torch loop elsewhere) when
+    the threshold is fixed and the surrogate a registered one.
 
-    Otherwise they run the autograd loop, which is what SpikingJelly 2.0 does on CPU in those
-    cases, so either way the gradients follow SpikingJelly's rounding exactly.
+    Otherwise they run the generic autograd loop. Both give the same spikes, membranes and input
+    gradients (the op's backward follows autograd's order of operations on that loop), and so does
+    SpikingJelly 2.0 (tests/test_neurons.py).
     """
 
-    _fused_tau: bool = True
+    _fused_tau: bool = True  # IF has no leak
+
+    def _op_decay(self):
+        """PLIF's decay k (a tensor), else None (the decay is 1 / tau)."""
+        return None
 
     def run(self, x_seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.learnable_threshold or not self.detach_reset:
+        if self.learnable_threshold or surrogate_spec(self.surrogate) is None:
             return SpikingNeuron.run(self, x_seq)
-        return fused_lif(
+        return multistep(
             x_seq,
-            self.tau if self._fused_tau else None,
-            self.decay_input,
-            self._v_threshold,
-            self.v_reset,
-            self.detach_reset,
-            self.surrogate,
+            tau=self.tau if self._fused_tau else None,
+            decay_input=self.decay_input,
+            v_threshold=self._v_threshold,
+            v_reset=self.v_reset,
+            detach_reset=self.detach_reset,
+            surrogate=self.surrogate,
+            k=self._op_decay(),
+            max_spike=self.max_spike if self._integer_spike else 0,
         )
+
+    #: the integer LIF's round(clamp(H / V_th, 0, D)) instead of the Heaviside spike
+    _integer_spike: bool = False
 
 
 @NEURONS.register("lif", paper="Gerstner & Kistler 2002; SpikingJelly LIFNode")
@@ -65,7 +77,7 @@ class IF(_FusedMixin, SpikingNeuron):
 
 @neuron_signature()
 @NEURONS.register("plif", paper="Fang et al., ICCV 2021 (PLIF), Eq. 6-8")
-class PLIF(SpikingNeuron):
+class PLIF(_FusedMixin, SpikingNeuron):
     """Parametric LIF: the decay 1/tau becomes k = sigmoid(w), w learnable, w0 = -ln(tau - 1).
 
     decay_input: H[t] = V[t-1] + (X[t] - (V[t-1] - V_reset)) k; otherwise
@@ -77,6 +89,9 @@ class PLIF(SpikingNeuron):
         if self.tau <= 1.0:
             raise ValueError(f"plif needs tau > 1 (its decay is sigmoid(-ln(tau - 1))), got {tau}")
         self.w = nn.Parameter(torch.tensor(-math.log(self.tau - 1.0)))
+
+    def _op_decay(self):
+        return self.w.sigmoid()
 
     def charge(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         k = self.w.sigmoid()

@@ -62,6 +62,7 @@ class Row:
     goal: float | None = None
     notes: str = ""
     extra: dict = field(default_factory=dict)
+    machine: str | None = None  # default: :func:`machine` (the GPU benchmark names its GPU here)
 
     @property
     def status(self) -> str:
@@ -73,7 +74,7 @@ class Row:
         def fmt(v: float | None) -> str:
             return "" if v is None else f"{v:.6g}"
 
-        return [machine(), version, str(threads), self.benchmark, self.shapes, fmt(self.ours), fmt(self.peer),
+        return [self.machine or machine(), version, str(threads), self.benchmark, self.shapes, fmt(self.ours), fmt(self.peer),
                 fmt(self.ratio), fmt(self.goal), self.status]
 
 
