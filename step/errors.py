@@ -32,3 +32,7 @@ class CheckpointError(StepError):
 
 class DivergedError(StepError):
     """The loss became NaN or infinite."""
+
+
+class OutputError(StepError):
+    """A run's result could not be written anywhere (the output and the results folders both failed)."""

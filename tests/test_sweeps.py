@@ -17,6 +17,7 @@ from step.config import validate_config
 from step.config.paths import conf_dir, experiments_dir
 from step.engine.time_order import reorder_time, time_order
 from step.errors import ConfigError
+from step.results.record import record_file
 
 SUITES = sorted(p.stem for p in (experiments_dir() / "suite").glob("*.yaml"))
 SCALES = sorted(p.stem for p in (experiments_dir() / "scale").glob("*.yaml"))
@@ -94,7 +95,7 @@ def test_two_job_multirun_through_the_cli_writes_exactly_two_rows(tmp_path):
     df = rows(tmp_path)
     assert len(df) == 2 and df["run_id"].nunique() == 2
     assert sorted(df["seed"]) == [0, 1] and set(df["status"]) == {"ok"} and set(df["experiment"]) == {"sweep2"}
-    assert all(Path(p).exists() for p in df["record_path"])
+    assert all(record_file(p, tmp_path / "out").exists() for p in df["record_path"])
 
 
 def test_a_failing_job_writes_a_failed_row_and_the_sweep_goes_on(tmp_path):
@@ -103,7 +104,7 @@ def test_a_failing_job_writes_a_failed_row_and_the_sweep_goes_on(tmp_path):
     df = rows(tmp_path)
     assert df["status"].tolist() == ["failed", "ok"]  # job 0 failed, job 1 still ran
     assert "optim.lr must be > 0" in df["error"].iloc[0]
-    assert Path(df["record_path"].iloc[0]).exists()
+    assert record_file(df["record_path"].iloc[0], tmp_path / "out").exists()
 
 
 def test_a_single_run_with_a_config_error_writes_no_row(tmp_path):
