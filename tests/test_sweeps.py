@@ -98,9 +98,10 @@ def test_two_job_multirun_through_the_cli_writes_exactly_two_rows(tmp_path):
     assert all(record_file(p, tmp_path / "out").exists() for p in df["record_path"])
 
 
-def test_a_failing_job_writes_a_failed_row_and_the_sweep_goes_on(tmp_path):
+def test_a_failing_job_writes_a_failed_row_and_the_sweep_goes_on_then_exits_non_zero(tmp_path):
     proc = run_cli(["-m", "optim.lr=-1.0,0.005", "name=sweepfail", *TINY], tmp_path)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.returncode == 1, proc.stderr[-2000:]  # once every job ran: a sweep with a failed job is not a success
+    assert "1 job(s) of the sweep did not finish ok" in proc.stderr and "0_spikformer_ssa_lif_s0 (failed)" in proc.stderr
     df = rows(tmp_path)
     assert df["status"].tolist() == ["failed", "ok"]  # job 0 failed, job 1 still ran
     assert "optim.lr must be > 0" in df["error"].iloc[0]

@@ -53,11 +53,13 @@ def is_locked(run_dir: Path) -> bool:
 
 
 @contextlib.contextmanager
-def hold(run_dir: Path, info: distributed.DistInfo) -> Iterator[None]:
-    """Hold ``run_dir``'s lock for the run (rank 0; other ranks write nothing there)."""
+def hold(run_dir: Path, info: distributed.DistInfo, output_root: str | Path | None = None) -> Iterator[None]:
+    """Hold ``run_dir``'s lock for the run (rank 0; other ranks write nothing there). A folder made
+    here and left empty (the run stopped before writing anything) is removed again, up to ``output_root``."""
     if not info.is_main:
         yield
         return
+    created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = folder_lock(run_dir)
     try:
@@ -73,6 +75,8 @@ def hold(run_dir: Path, info: distributed.DistInfo) -> Iterator[None]:
         yield
     finally:
         lock.release()
+        if created:  # a folder this run made and left empty (it stopped before writing) goes again
+            remove_unused_run_dir(run_dir, output_root)
 
 
 def settle(run_dir: Path) -> bool:
@@ -119,3 +123,31 @@ def resume_path(cfg: DictConfig, resolved: dict[str, Any], info: distributed.Dis
         return None
     path = Path(found)
     return path / checkpoint.STATE_FILE if path.is_dir() else path
+
+
+#: what a run folder holds when nothing of the run was written (Hydra's config copy and log, the lock)
+_SCAFFOLD = {".hydra", LOCK_FILE}
+
+
+def remove_unused_run_dir(run_dir: str | Path, stop_at: str | Path | None = None) -> bool:
+    """Remove ``run_dir`` when it holds nothing but Hydra's scaffolding and the lock (a run refused or
+    stopped before it wrote anything), then its parents up to ``stop_at`` while they are empty."""
+    import shutil
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return False
+    entries = list(run_dir.iterdir())
+    if any(e.name not in _SCAFFOLD and not (e.is_file() and e.suffix == ".log") for e in entries):
+        return False
+    shutil.rmtree(run_dir, ignore_errors=True)
+    parent, stop = run_dir.parent, Path(stop_at).resolve() if stop_at else None
+    for _ in range(3):  # runs/<date>/, multirun/<date>/<sweep>/
+        if stop is not None and parent.resolve() == stop:
+            break
+        try:
+            parent.rmdir()  # only when empty
+        except OSError:
+            break
+        parent = parent.parent
+    return True

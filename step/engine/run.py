@@ -126,7 +126,7 @@ def _run(cfg: DictConfig, info: distributed.DistInfo, device: torch.device) -> d
     metrics = task.make_metrics(bundle.num_classes).to(device)
     source = resume_path(cfg, resolved, info)
     run_dir = source.parent if source is not None else _run_dir(cfg)
-    with hold(run_dir, info):  # one process per run folder
+    with hold(run_dir, info, cfg.paths.output_root):  # one process per run folder
         state = checkpoint.load(source, resolved) if source is not None else None
         if state is not None and state.get("world_size", 1) != info.world_size and info.is_main:
             print(f"step: warning: {source} was trained with {state.get('world_size')} processes, this run has "

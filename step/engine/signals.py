@@ -19,7 +19,7 @@ def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def _raise_interrupt(signum, frame):  # noqa: ARG001 - signal handler signature
+def raise_interrupt(signum, frame):  # noqa: ARG001 - signal handler signature
     raise KeyboardInterrupt(f"received {signal.Signals(signum).name}")
 
 
@@ -29,7 +29,7 @@ def graceful_stop() -> Iterator[None]:
     if not _in_main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    previous = signal.signal(signal.SIGTERM, raise_interrupt)
     try:
         yield
     finally:

@@ -134,7 +134,7 @@ def _header_message(path: Path, found: list[str], want: list[str]) -> str:
             "beside it), then re-run. Nothing was trained or written.")
 
 
-def _repair(path: Path, found: Scan) -> None:
+def repair_tail(path: Path, found: Scan) -> None:
     """Cut a partial last line off (it is printed, so nothing is lost silently)."""
     if not found.partial:
         return
@@ -158,7 +158,7 @@ def check_board(path: str | os.PathLike) -> Scan:
     try:
         with lock(path):
             found = scan(path)
-            _repair(path, found)
+            repair_tail(path, found)
     except OSError as err:
         raise BoardError(f"the leaderboard {path} cannot be read or repaired ({type(err).__name__}: "
                          f"{err.strerror or err}); fix its permissions or move it aside. Nothing was trained.") from None
@@ -212,7 +212,7 @@ def append_rows(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]]) -> i
         path.parent.mkdir(parents=True, exist_ok=True)
         with lock(path):
             found = scan(path)
-            _repair(path, found)
+            repair_tail(path, found)
             new, seen = [], set(found.run_ids)
             for r in rows:
                 rid = str(r.get("run_id") or "")
