@@ -84,20 +84,33 @@ def _interrupt_code(err: BaseException) -> int:
     return 143 if "SIGTERM" in str(err) else 130
 
 
+def discard() -> bool:
+    """Remove the folder Hydra made for a single run that wrote nothing (refused, or stopped before it began)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from step.engine.resume import remove_unused_run_dir
+
+    try:
+        hydra_cfg = HydraConfig.get()
+        if hydra_cfg.mode == RunMode.MULTIRUN or not hydra_cfg.runtime.output_dir:
+            return False
+        return remove_unused_run_dir(hydra_cfg.runtime.output_dir, _output_root(sys.argv[1:]))
+    except Exception:  # noqa: BLE001 - Hydra had not made a folder yet
+        return False
+
+
 def _task(cfg) -> None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     from step.engine import run
-    from step.engine.resume import remove_unused_run_dir
+    from step.engine.signals import start_job
 
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
-    run_dir = HydraConfig.get().runtime.output_dir
-
-    def discard() -> bool:  # a folder Hydra made for a run that wrote nothing goes again
-        return remove_unused_run_dir(run_dir, cfg.paths.output_root) if not multirun else False
 
     try:
+        start_job()  # a SIGTERM or Ctrl-C held while Hydra set up is raised here
         run(cfg)
     except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: the runner saved the last finished epoch and the record
         if discard():
@@ -148,25 +161,25 @@ def preflight(argv: list[str]) -> None:
 
 def train_main() -> None:
     """``step-train [group=option ...] [key=value ...]`` (Hydra; ``-m`` for sweeps)."""
-    import signal
-
     import hydra
 
     import step  # noqa: F401  (registers components)
     from step import sweep
     from step.config.paths import conf_dir
-    from step.engine.signals import raise_interrupt
+    from step.engine.signals import hold_until_job, start_job
 
     if not (conf_dir() / "train.yaml").exists():
         _fail(f"no configs at {conf_dir()}; install the project editable (`make install`) from its checkout.")
-    signal.signal(signal.SIGTERM, raise_interrupt)  # a SIGTERM anywhere stops as Ctrl-C does (exit 143)
+    hold_until_job()  # SIGTERM / Ctrl-C are taken when the job starts (exit 143 / 130, no folder left)
     try:
         preflight(sys.argv[1:])
         main = hydra.main(config_path=str(conf_dir()), config_name="train", version_base="1.3")(_task)
         main()
+        start_job()  # a signal held through a run Hydra never started (--cfg, --help)
     except StepError as err:
         _fail(str(err), err.exit_code)
-    except KeyboardInterrupt as err:
+    except KeyboardInterrupt as err:  # before or after the job ran (Hydra's own set-up and tear-down)
+        discard()
         _fail("interrupted.", _interrupt_code(err))
     if sweep.FAILED:
         listed = "; ".join(f"{job} ({status})" for job, status in sweep.FAILED[:5])
