@@ -29,7 +29,7 @@ from omegaconf import DictConfig
 from step.engine import checkpoint
 from step.engine.recording import finish
 from step.engine.signals import shielded
-from step.errors import DivergedError
+from step.errors import DivergedError, OutputError
 
 
 @dataclass
@@ -102,3 +102,16 @@ class RunFiles:
             except Exception as exc:  # noqa: BLE001 - report, then let the run's own error through
                 print(f"step: warning: the {status} run's record or row could not be written: {exc}",
                       file=sys.stderr, flush=True)
+
+    def reported(self, err: BaseException) -> BaseException:
+        """The error the user sees: a file-system error (a full or read-only disk) becomes one message
+        saying what was kept; anything else is ``err`` itself."""
+        if not isinstance(err, OSError):
+            return err
+        if self.recorded_ok:
+            what = f"it finished: its record {self.record['record_path']} says ok"
+        else:
+            what = f"it is recorded as {self.record.get('status')} in {self.record['record_path']} and on the leaderboard"
+        new = OutputError(f"the run stopped writing its files ({err}); {what}.")
+        new.__cause__ = err
+        return new

@@ -98,8 +98,9 @@ def settle(run_dir: Path) -> bool:
                       file=sys.stderr, flush=True)
         except (BoardError, ValueError) as err:
             print(f"step: warning: could not add the row of the finished run {run_dir}: {err}", file=sys.stderr)
-    with contextlib.suppress(OSError):
-        checkpoint.write_sidecar(run_dir, None, "ok")
+    if checkpoint.read_sidecar(run_dir).get("status") != "ok":
+        with contextlib.suppress(OSError):
+            checkpoint.write_sidecar(run_dir, None, "ok")
     return True
 
 

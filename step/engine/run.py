@@ -198,7 +198,7 @@ def _run(cfg: DictConfig, info: distributed.DistInfo, device: torch.device) -> d
                 files.commit(model, resolved)
         except BaseException as err:
             files.stop(err)
-            raise
+            raise files.reported(err)  # noqa: B904 - the original error is its cause
     if info.is_main:
         print(format_summary(record), flush=True)
     return record
