@@ -1,7 +1,9 @@
-"""Files written whole or not at all: a temporary name in the same folder, then one ``os.replace``.
+"""Files written whole or not at all, and the lock that keeps one process per run folder.
 
+A file is written under a temporary name in the same folder, then renamed with one ``os.replace``.
 Temporary files are named ``.<name>.tmp-<pid>``; one left behind by a killed process is removed by
 :func:`remove_stale_tmp` (the run folder's next holder of its lock, and ``step-board --rebuild``).
+A run folder's lock is ``<run_dir>/.step.lock`` (:func:`folder_lock`, never waited for).
 """
 
 from __future__ import annotations
@@ -10,7 +12,29 @@ import os
 from pathlib import Path
 from typing import Callable
 
+from filelock import FileLock, Timeout
+
 TMP_MARK = ".tmp-"
+LOCK_FILE = ".step.lock"
+
+
+def folder_lock(run_dir: str | os.PathLike) -> FileLock:
+    return FileLock(str(Path(run_dir) / LOCK_FILE), timeout=0)
+
+
+def is_locked(run_dir: str | os.PathLike) -> bool:
+    """True when a live process holds the run folder's lock (a folder without one is free)."""
+    if not (Path(run_dir) / LOCK_FILE).exists():
+        return False
+    lock = folder_lock(run_dir)
+    try:
+        lock.acquire()
+    except Timeout:
+        return True
+    except OSError:
+        return False
+    lock.release()
+    return False
 
 
 def tmp_name(path: Path) -> Path:

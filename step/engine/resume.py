@@ -19,37 +19,15 @@ import sys
 from pathlib import Path
 from typing import Any, Iterator
 
-from filelock import FileLock, Timeout
+from filelock import Timeout
 from omegaconf import DictConfig
 
 from step.engine import checkpoint, distributed
 from step.errors import StepError
-from step.fileio import remove_stale_tmp
-
-LOCK_FILE = ".step.lock"
-
+from step.fileio import LOCK_FILE, folder_lock, is_locked, remove_stale_tmp
 
 class RunInUseError(StepError):
     """Another process holds the run folder's lock."""
-
-
-def folder_lock(run_dir: Path) -> FileLock:
-    return FileLock(str(Path(run_dir) / LOCK_FILE), timeout=0)
-
-
-def is_locked(run_dir: Path) -> bool:
-    """True when a live process holds the run folder's lock (a folder without one is free)."""
-    if not (Path(run_dir) / LOCK_FILE).exists():
-        return False
-    lock = folder_lock(run_dir)
-    try:
-        lock.acquire()
-    except Timeout:
-        return True
-    except OSError:
-        return False
-    lock.release()
-    return False
 
 
 @contextlib.contextmanager

@@ -66,10 +66,10 @@ def rows_of(record: dict[str, Any], path: Path, out_root: Path) -> list[dict[str
 
 
 def _clean_run_folders(out_root: Path) -> list[Path]:
-    from step.engine.resume import is_locked
-    from step.fileio import remove_stale_tmp
+    """Remove the temporary files killed processes left in folders no live process holds."""
+    from step.fileio import TMP_MARK, is_locked, remove_stale_tmp
 
-    folders = {p.parent for name in ("last.json", "record.json", ".step.lock") for p in out_root.rglob(name)}
+    folders = {p.parent for p in out_root.rglob(f".*{TMP_MARK}*")}
     removed: list[Path] = []
     for folder in sorted(folders):
         if not is_locked(folder):
