@@ -28,12 +28,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from step import native
-from step.config.validate import validate_config
 from step.config.identity import config_hash
 from step.config.names import check_config_names
+from step.config.validate import validate_config
 from step.engine import builders, checkpoint, distributed
-from step.engine.commit import RunFiles
 from step.engine.allocator import configure_cpu_allocator, current as current_allocator
+from step.engine.commit import RunFiles
 from step.engine.loggers import RunLogger, make_logger
 from step.engine.loop import evaluate, train_one_epoch
 from step.engine.precision import autocast_factory, check_precision, make_scaler, maybe_compile, set_neuron_compilation
