@@ -101,3 +101,11 @@ def load_npz_cache(path: Path, required: tuple[str, ...] = ()) -> dict[str, Any]
         raise DatasetCorruptError(
             f"the dataset cache {path} cannot be read ({type(err).__name__}: {err}); it is corrupt or truncated. "
             "Delete it and re-run: it is made again.") from None
+
+
+def physical_memory() -> int | None:
+    """Bytes of physical memory of this machine (None when the system does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
