@@ -44,13 +44,17 @@ bench: install ## timed benchmarks (ours vs peers, same process, medians and rat
 mutate: install ## mutation score per core module (mutmut) -> results/mutation.csv; one module: make mutate MODULE=attention (not in make test: minutes to hours)
 	WANDB_MODE=disabled $(PY) tests/mutation/mutate.py $(if $(MODULE),--module $(MODULE),)
 
-clean: ## remove outputs of runs (keeps results/ and the venv)
+clean: ## remove outputs of runs, the user board included (keeps results/ and the venv)
 	rm -rf outputs multirun
 
 # --- experiments, suites and the leaderboard (docs/sweeps.md, docs/leaderboard.md) ---
 SUITES := attention random_qk patch_embed neuron surrogate encoder shortcut timesteps temporal
 REPRODUCE := reproduce-meta-spikeformer-15m-imagenet-t1 reproduce-meta-spikeformer-15m-imagenet-t4 reproduce-meta-spikeformer-31m-imagenet-t1 reproduce-meta-spikeformer-31m-imagenet-t4 reproduce-meta-spikeformer-55m-imagenet-t4 reproduce-qkformer-cifar10 reproduce-qkformer-cifar100 reproduce-qkformer-cifar10dvs reproduce-qkformer-dvsgesture reproduce-qkformer-imagenet reproduce-sdt-cifar10 reproduce-sdt-cifar100 reproduce-sdt-cifar10dvs reproduce-sdt-dvsgesture reproduce-sdt-imagenet reproduce-semm-cifar10 reproduce-semm-cifar100 reproduce-spikformer-cifar10 reproduce-spikformer-cifar100 reproduce-spikformer-cifar10dvs reproduce-spikformer-dvsgesture reproduce-spikformer-imagenet reproduce-spikformer-psmnist reproduce-spikformer-scifar10 reproduce-spikformer-smnist
 .PHONY: $(REPRODUCE) reproduce-cpu dense-cpu leaderboard
+
+# Runs append to the user board (outputs/leaderboard.csv, git-ignored) unless asked otherwise; the
+# targets that curate results/ ask for it (an STEP_RESULTS already set in the environment wins).
+$(REPRODUCE) reproduce-cpu dense-cpu: export STEP_RESULTS ?= $(CURDIR)/results
 
 reproduce-cpu: install ## run every ablation suite at CPU size on the embedded data (about 30 min each), then make leaderboard
 	@for s in $(SUITES); do echo "== suite=$$s scale=cpu"; $(VENV)/bin/step-train suite=$$s scale=cpu || exit 1; done
@@ -62,7 +66,7 @@ dense-cpu: install ## segmentation and detection on the embedded digits-scenes, 
 
 leaderboard: install ## rebuild results/reference.csv, render results/leaderboard.{md,html} and figures (ours beside the papers)
 	-$(PY) -m step.results.cli --build-reference
-	$(PY) -m step.results.cli --compare-reference
+	$(PY) -m step.results.cli --curated --compare-reference
 
 reproduce-meta-spikeformer-15m-imagenet-t1: install ## Meta-SpikeFormer (15.1M) on ImageNet-1K at 224 px, T=1, trained directly (needs the dataset under STEP_DATA and a GPU; seeds 0,1,2)
 	$(VENV)/bin/step-train -m experiment=meta-spikeformer-15m-imagenet-t1 seed=0,1,2

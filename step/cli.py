@@ -79,29 +79,84 @@ def _record_sweep_failure(cfg, err: BaseException) -> None:
         print(f"step: could not record the failed job: {exc}", file=sys.stderr)
 
 
+def _interrupt_code(err: BaseException) -> int:
+    """128 + the signal number, as shells report it: 143 for SIGTERM, 130 for Ctrl-C (SIGINT)."""
+    return 143 if "SIGTERM" in str(err) else 130
+
+
+def discard() -> bool:
+    """Remove the folder Hydra made for a single run that wrote nothing (refused, or stopped before it began)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from step.engine.resume import remove_unused_run_dir
+
+    try:
+        hydra_cfg = HydraConfig.get()
+        if hydra_cfg.mode == RunMode.MULTIRUN or not hydra_cfg.runtime.output_dir:
+            return False
+        return remove_unused_run_dir(hydra_cfg.runtime.output_dir, _output_root(sys.argv[1:]))
+    except Exception:  # noqa: BLE001 - Hydra had not made a folder yet
+        return False
+
+
 def _task(cfg) -> None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     from step.engine import run
+    from step.engine.signals import start_job
 
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+
     try:
+        start_job()  # a SIGTERM or Ctrl-C held while Hydra set up is raised here
         run(cfg)
-    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the runner saved the last finished epoch and the record
-        _fail("interrupted; the last finished epoch is saved, continue with trainer.resume=auto.", 130)
+    except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: the runner saved the last finished epoch and the record
+        if discard():
+            _fail("interrupted before training started; nothing was written.", _interrupt_code(err))
+        _fail("interrupted; the last finished epoch is saved, continue with trainer.resume=auto.", _interrupt_code(err))
     except StepError as err:
         if multirun:  # the record and row say what happened; the sweep goes on
             _record_sweep_failure(cfg, err)
             print(f"step: job failed: {err}", file=sys.stderr)
             return
+        discard()
         _fail(str(err), err.exit_code)
     except Exception as err:  # noqa: BLE001 - an unexpected bug: keep the sweep going, report it
         if multirun:
             _record_sweep_failure(cfg, err)
             logging.getLogger("step").exception("job failed: %s", err)
             return
+        discard()
         raise
+
+
+#: Hydra flags that print and exit without running a job (nothing needs writing)
+_NO_RUN_FLAGS = {"--help", "-h", "--hydra-help", "--info", "-i", "--cfg", "-c", "--shell-completion", "-sc"}
+
+
+def _output_root(argv: list[str]) -> Path:
+    """The output root the command line asks for (``paths.output_root=``), else STEP_OUT, else outputs/."""
+    from step.config.paths import output_root
+
+    for arg in argv:
+        if arg.lstrip("+").startswith("paths.output_root="):
+            return Path(arg.split("=", 1)[1])
+    return output_root()
+
+
+def preflight(argv: list[str]) -> None:
+    """What must hold before Hydra makes a folder: known groups and options, names that stay one
+    folder name, and an output root that can be written."""
+    from step.config.names import check_override_names
+    from step.engine.preflight import check_writable
+
+    check_overrides(argv)
+    check_override_names(argv)
+    if not any(a in _NO_RUN_FLAGS or a.startswith("--cfg") for a in argv):
+        check_writable(_output_root(argv), "paths.output_root",
+                       "set STEP_OUT (or paths.output_root=...) to a folder you can write")
 
 
 def train_main() -> None:
@@ -109,13 +164,28 @@ def train_main() -> None:
     import hydra
 
     import step  # noqa: F401  (registers components)
+    from step import sweep
     from step.config.paths import conf_dir
+    from step.engine.signals import hold_until_job, start_job
 
     if not (conf_dir() / "train.yaml").exists():
         _fail(f"no configs at {conf_dir()}; install the project editable (`make install`) from its checkout.")
-    check_overrides(sys.argv[1:])
-    main = hydra.main(config_path=str(conf_dir()), config_name="train", version_base="1.3")(_task)
-    main()
+    hold_until_job()  # SIGTERM / Ctrl-C are taken when the job starts (exit 143 / 130, no folder left)
+    try:
+        preflight(sys.argv[1:])
+        main = hydra.main(config_path=str(conf_dir()), config_name="train", version_base="1.3")(_task)
+        main()
+        start_job()  # a signal held through a run Hydra never started (--cfg, --help)
+    except StepError as err:
+        _fail(str(err), err.exit_code)
+    except KeyboardInterrupt as err:  # before or after the job ran (Hydra's own set-up and tear-down)
+        discard()
+        _fail("interrupted.", _interrupt_code(err))
+    if sweep.FAILED:
+        listed = "; ".join(f"{job} ({status})" for job, status in sweep.FAILED[:5])
+        more = f" and {len(sweep.FAILED) - 5} more" if len(sweep.FAILED) > 5 else ""
+        _fail(f"{len(sweep.FAILED)} job(s) of the sweep did not finish ok: {listed}{more}. Their records and "
+              "leaderboard rows say why.", 1)
 
 
 def eval_main(argv: list[str] | None = None) -> None:

@@ -26,9 +26,17 @@ class DatasetMissingError(StepError):
     """A dataset's files are not under the data root."""
 
 
+class DatasetCorruptError(StepError):
+    """A dataset file under the data root cannot be read (truncated, damaged, or not what it should be)."""
+
+
 class CheckpointError(StepError):
     """A checkpoint is corrupt or does not fit the model it is loaded into."""
 
 
 class DivergedError(StepError):
     """The loss became NaN or infinite."""
+
+
+class OutputError(StepError):
+    """A run's result could not be written anywhere (the output and the results folders both failed)."""

@@ -18,6 +18,7 @@ from step.engine import run
 from step.engine.distributed import DistInfo, ShardSampler, per_rank_batch, unwrap
 from step.engine.evaluate import evaluate_checkpoint
 from step.errors import ConfigError
+from step.results.record import record_file
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["model.depth=1", "model.dim=16", "model.heads=2", "T=2", "trainer.max_batches=3",
@@ -90,7 +91,7 @@ def test_torchrun_two_gloo_processes_match_one_process_and_write_one_record(isol
     assert len(rows) == 1 and rows["status"].iloc[0] == "ok" and rows["device"].iloc[0] == "cpu x2"
     runs = list((isolated_roots / "outputs" / "runs").glob("*/*ddp2*"))
     assert len(runs) == 1  # other ranks made no Hydra folder
-    record = json.loads(Path(rows["record_path"].iloc[0]).read_text())
+    record = json.loads(record_file(rows["record_path"].iloc[0]).read_text())
     assert record["world_size"] == 2 and record["history"][0]["epoch"] == 0
     written = list((isolated_roots / "outputs").rglob("metrics.csv"))
     assert written == [runs[0] / "metrics.csv"]  # rank 0 only

@@ -12,6 +12,7 @@ import torch
 from step.config import compose
 from step.engine import run
 from step.errors import ConfigError, DivergedError, UnknownNameError
+from step.results.record import record_file
 
 TINY = ["model.depth=1", "model.dim=16", "model.heads=2", "T=2", "trainer.max_batches=2",
         "trainer.batch_size=16", "trainer.eval_batch_size=32", "trainer.progress=false",
@@ -88,9 +89,9 @@ def test_nan_in_a_later_epoch_keeps_the_last_good_checkpoint(isolated_roots, mon
         run(compose([*TINY, "trainer.epochs=3", "trainer.ckpt_every=1", "trainer.eval_every=5"]))
     board = pd.read_csv(isolated_roots / "results" / "leaderboard.csv")
     assert list(board["status"]) == ["diverged"] and "epoch 1, step 0" in board["error"][0]
-    record = json.loads(Path(board["record_path"][0]).read_text())
+    record = json.loads(record_file(board["record_path"][0]).read_text())
     assert record["epochs_done"] == 1
-    state = torch.load(record["state"], weights_only=False)
+    state = torch.load(record["state"], weights_only=True)
     assert state["epoch"] == 1 and all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
     sidecar = json.loads(Path(record["state"]).with_name("last.json").read_text())
     assert sidecar["status"] == "diverged"  # resume=auto will not re-run a diverged run

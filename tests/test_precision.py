@@ -45,7 +45,7 @@ def test_cuda_run_in_each_precision(isolated_roots, precision):
     record = run(compose([*TINY, f"trainer.precision={precision}", "trainer.device=auto"]))
     assert record["device"].startswith("cuda") and record["precision"] == precision
     assert record["status"] == "ok" and math.isfinite(record["test_loss"])
-    state = torch.load(record["state"], weights_only=False)
+    state = torch.load(record["state"], weights_only=True)
     assert (state["scaler"] is not None) == (precision == "fp16")  # GradScaler only for fp16
 
 

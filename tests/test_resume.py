@@ -19,6 +19,7 @@ from step.config import compose
 from step.engine import checkpoint, run
 from step.engine.evaluate import evaluate_checkpoint
 from step.errors import CheckpointError
+from step.results.record import record_file
 
 TINY = ["model.depth=1", "model.dim=16", "model.heads=2", "T=2", "trainer.max_batches=2",
         "trainer.batch_size=16", "trainer.eval_batch_size=32", "trainer.progress=false",
@@ -57,10 +58,10 @@ def test_interrupted_then_resumed_run_equals_uninterrupted_run(isolated_roots, m
 
     board = pd.read_csv(isolated_roots / "results" / "leaderboard.csv")
     assert list(board["status"]) == ["ok", "interrupted"]
-    stopped = json.loads(Path(board["record_path"][1]).read_text())
+    stopped = json.loads(record_file(board["record_path"][1]).read_text())
     assert stopped["status"] == "interrupted" and stopped["epochs_done"] == 1
     run_dir = Path(stopped["record_path"]).parent
-    assert torch.load(run_dir / "last.pt", weights_only=False)["epoch"] == 1  # the finished epoch, not the partial one
+    assert torch.load(run_dir / "last.pt", weights_only=True)["epoch"] == 1  # the finished epoch, not the partial one
     assert json.loads((run_dir / "last.json").read_text())["status"] == "interrupted"
 
     resumed = run(tiny("name=resume", "encoder=rate", "trainer.resume=auto"))
@@ -81,7 +82,7 @@ def test_sigterm_saves_a_checkpoint_and_writes_an_interrupted_record(isolated_ro
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the runner put the handler back
     board = pd.read_csv(isolated_roots / "results" / "leaderboard.csv")
     assert list(board["status"]) == ["interrupted"]
-    record = json.loads(Path(board["record_path"][0]).read_text())
+    record = json.loads(record_file(board["record_path"][0]).read_text())
     assert "trainer.resume=auto" in record["error"]
     state = checkpoint.load(record["state"], record["config"])
     assert state["epoch"] == 1 and len(state["history"]) == 1
@@ -104,8 +105,7 @@ def test_corrupt_checkpoint_is_named_and_left_untouched(isolated_roots, tmp_path
     last = Path(record["state"])
     good = last.read_bytes()
     last.write_bytes(good[: len(good) // 2])  # truncated, as by a crash during a copy
-    sidecar = last.with_name("last.json")  # and marked unfinished, as a run killed with SIGKILL leaves it
-    sidecar.write_text(json.dumps({**json.loads(sidecar.read_text()), "status": "running"}))
+    _as_if_killed_before_its_record(last.parent)
     truncated = last.read_bytes()
     rows = len(pd.read_csv(isolated_roots / "results" / "leaderboard.csv"))
     for resume in (str(last), "auto"):
@@ -115,8 +115,16 @@ def test_corrupt_checkpoint_is_named_and_left_untouched(isolated_roots, tmp_path
     assert len(pd.read_csv(isolated_roots / "results" / "leaderboard.csv")) == rows
 
 
+def _as_if_killed_before_its_record(run_dir: Path) -> None:
+    """What a run killed with SIGKILL after its last checkpoint, before its record, leaves: no record, sidecar running."""
+    sidecar = run_dir / "last.json"
+    sidecar.write_text(json.dumps({**json.loads(sidecar.read_text()), "status": "running"}))
+    (run_dir / "record.json").unlink()
+
+
 def test_checkpoint_of_another_config_names_the_differing_keys(isolated_roots):
     record = run(tiny("trainer.epochs=1"))
+    _as_if_killed_before_its_record(Path(record["state"]).parent)
     with pytest.raises(CheckpointError, match=r"model\.dim: checkpoint 16, this run 32"):
         run(tiny("trainer.epochs=1", "model.dim=32", f"trainer.resume={record['state']}"))
     with pytest.raises(CheckpointError, match=r"does not exist"):
@@ -150,9 +158,9 @@ def test_sigterm_to_a_step_train_process_leaves_a_resumable_run(isolated_roots):
         time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=600)
-    assert proc.returncode == 130 and "trainer.resume=auto" in err
+    assert proc.returncode == 143 and "trainer.resume=auto" in err  # 128 + SIGTERM
     board = pd.read_csv(isolated_roots / "results" / "leaderboard.csv")
     assert list(board["status"]) == ["interrupted"]
-    record = json.loads(Path(board["record_path"][0]).read_text())
+    record = json.loads(record_file(board["record_path"][0]).read_text())
     state = checkpoint.load(record["state"], record["config"])
     assert state["epoch"] == record["epochs_done"] >= 1

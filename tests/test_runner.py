@@ -15,6 +15,7 @@ from step.engine import run
 from step.errors import DivergedError
 from step.results.leaderboard import append_row
 from step.results.schema import COLUMNS
+from step.results.record import record_file
 
 TINY = ["model.depth=1", "model.dim=16", "model.heads=2", "T=2", "trainer.epochs=1",
         "trainer.max_batches=3", "trainer.batch_size=16", "trainer.progress=false"]
@@ -34,7 +35,7 @@ def test_one_epoch_run_writes_a_record_and_exactly_one_row(isolated_roots):
     assert row["status"] == "ok" and row["experiment"] == "e2e" and row["source"] == "run"
     assert (row["model"], row["neuron"], row["surrogate"], row["encoder"], row["backend"]) == ("spikformer", "lif", "atan", "direct", "native")
     assert row["T"] == 2 and row["seed"] == 0 and row["metric_name"] == "top1"
-    saved = json.loads(open(row["record_path"]).read())
+    saved = json.loads(record_file(row["record_path"]).read_text())
     assert saved["metrics"]["top1"] == pytest.approx(row["metric"])
     assert saved["params"] == row["params"] == record["params"] > 0
     assert saved["config"]["model"]["dim"] == 16 and saved["seed"] == 0

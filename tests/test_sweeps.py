@@ -17,6 +17,7 @@ from step.config import validate_config
 from step.config.paths import conf_dir, experiments_dir
 from step.engine.time_order import reorder_time, time_order
 from step.errors import ConfigError
+from step.results.record import record_file
 
 SUITES = sorted(p.stem for p in (experiments_dir() / "suite").glob("*.yaml"))
 SCALES = sorted(p.stem for p in (experiments_dir() / "scale").glob("*.yaml"))
@@ -94,16 +95,17 @@ def test_two_job_multirun_through_the_cli_writes_exactly_two_rows(tmp_path):
     df = rows(tmp_path)
     assert len(df) == 2 and df["run_id"].nunique() == 2
     assert sorted(df["seed"]) == [0, 1] and set(df["status"]) == {"ok"} and set(df["experiment"]) == {"sweep2"}
-    assert all(Path(p).exists() for p in df["record_path"])
+    assert all(record_file(p, tmp_path / "out").exists() for p in df["record_path"])
 
 
-def test_a_failing_job_writes_a_failed_row_and_the_sweep_goes_on(tmp_path):
+def test_a_failing_job_writes_a_failed_row_and_the_sweep_goes_on_then_exits_non_zero(tmp_path):
     proc = run_cli(["-m", "optim.lr=-1.0,0.005", "name=sweepfail", *TINY], tmp_path)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.returncode == 1, proc.stderr[-2000:]  # once every job ran: a sweep with a failed job is not a success
+    assert "1 job(s) of the sweep did not finish ok" in proc.stderr and "0_spikformer_ssa_lif_s0 (failed)" in proc.stderr
     df = rows(tmp_path)
     assert df["status"].tolist() == ["failed", "ok"]  # job 0 failed, job 1 still ran
     assert "optim.lr must be > 0" in df["error"].iloc[0]
-    assert Path(df["record_path"].iloc[0]).exists()
+    assert record_file(df["record_path"].iloc[0], tmp_path / "out").exists()
 
 
 def test_a_single_run_with_a_config_error_writes_no_row(tmp_path):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from step.results.record import record_file
 
 TINY = ["dataset=digits-scenes", "dataset.n_train=8", "dataset.n_test=4", "dataset.img_size=32", "dataset.min_scale=8",
         "dataset.max_scale=12", "task.neck_dim=8", "T=1", "trainer.epochs=1", "trainer.max_batches=2",
@@ -22,7 +23,7 @@ def _step_train(args, roots: Path) -> dict:
     assert proc.returncode == 0, proc.stderr[-3000:]
     df = pd.read_csv(roots / "res" / "leaderboard.csv")
     assert len(df) == 1 and df["status"][0] == "ok"
-    return {"row": df.iloc[0], "record": json.loads(Path(df["record_path"][0]).read_text())}
+    return {"row": df.iloc[0], "record": json.loads(record_file(df["record_path"][0], roots / "out").read_text())}
 
 
 @pytest.mark.slow

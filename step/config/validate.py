@@ -74,7 +74,8 @@ def validate_config(cfg: DictConfig) -> None:
 
     t = cfg.trainer
     _check_range(cfg.T >= 1, f"T must be >= 1 (timesteps), got T={cfg.T}.")
-    _check_range(t.epochs >= 0, f"trainer.epochs must be >= 0, got {t.epochs}.")
+    _check_range(t.epochs >= 1, f"trainer.epochs must be >= 1, got {t.epochs}: an untrained model has no place "
+                                "on the leaderboard. To evaluate a saved model, use step-eval <model.pt>.")
     _check_range(t.batch_size >= 1, f"trainer.batch_size must be >= 1, got {t.batch_size}.")
     _check_range(t.eval_batch_size >= 1, f"trainer.eval_batch_size must be >= 1, got {t.eval_batch_size}.")
     _check_range(t.eval_every >= 1, f"trainer.eval_every must be >= 1, got {t.eval_every}.")

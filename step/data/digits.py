@@ -13,6 +13,8 @@ import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
 from step.data.base import DataBundle
+from step.data.paths import physical_memory
+from step.errors import ConfigError
 from step.registry import DATASETS
 
 
@@ -25,7 +27,15 @@ def load_digits_arrays() -> tuple[np.ndarray, np.ndarray]:
 
 
 def resize_images(images: np.ndarray, img_size: int) -> torch.Tensor:
-    """``[N, h, w]`` -> ``[N, 1, img_size, img_size]`` (bilinear, clamped to [0, 1])."""
+    """``[N, h, w]`` -> ``[N, 1, img_size, img_size]`` (bilinear, clamped to [0, 1]).
+
+    A size whose float32 result is larger than this machine's memory is refused before anything is
+    allocated (trying would fail, or make the machine swap until it is killed)."""
+    need, have = len(images) * img_size * img_size * 4, physical_memory()
+    if have and need > have:
+        raise ConfigError(f"dataset.img_size={img_size}: the {len(images):,} digits at that size need "
+                          f"{need / 1e9:,.1f} GB, more than this machine's {have / 1e9:,.1f} GB of memory; "
+                          "use a smaller dataset.img_size.")
     x = torch.from_numpy(images).unsqueeze(1)
     if img_size != x.shape[-1]:
         x = F.interpolate(x, size=(img_size, img_size), mode="bilinear", align_corners=False)

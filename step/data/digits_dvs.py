@@ -31,7 +31,7 @@ import torch
 from step.data.base import DataBundle
 from step.data.digits import load_digits_arrays, resize_images, split_tensors
 from step.data.dvs_sim import events_to_frames, pixel_thresholds, render_saccades, simulate_events, SACCADE_US
-from step.data.paths import atomic_save_npz, params_key
+from step.data.paths import atomic_save_npz, load_npz_cache, params_key
 from step.registry import DATASETS
 
 
@@ -98,8 +98,7 @@ def digits_dvs(
     images, labels = load_digits_arrays()
     cache = Path(root).expanduser() / "digits-dvs" / f"digits-dvs-{params_key(params)}.npz" if root else None
     if cache is not None and cache.is_file():
-        with np.load(cache) as f:
-            frames = f["frames"]
+        frames = load_npz_cache(cache, ("frames",))["frames"]
     else:
         small = resize_images(images, digit_px).squeeze(1).numpy()
         frames = generate_frames(small, **params)

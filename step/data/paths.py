@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from step.errors import ConfigError, DatasetMissingError
+from step.errors import ConfigError, DatasetCorruptError, DatasetMissingError
 
 
 def data_root(root: str | os.PathLike | None, dataset: str) -> Path:
@@ -78,5 +78,34 @@ def atomic_save_npz(path: Path, **arrays: Any) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, path)
+    try:
+        np.savez_compressed(tmp, **arrays)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_npz_cache(path: Path, required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The arrays of a cache file, or one :class:`DatasetCorruptError` naming it (it is made again once
+    deleted). Pickled objects are never loaded (``allow_pickle=False``)."""
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: np.asarray(f[k]) for k in f.files}
+        missing = [k for k in required if k not in arrays]
+        if missing:
+            raise KeyError(f"no {', '.join(missing)} in it")
+        return arrays
+    except Exception as err:  # noqa: BLE001 - whatever a damaged file raises (BadZipFile, ValueError, EOFError, KeyError)
+        raise DatasetCorruptError(
+            f"the dataset cache {path} cannot be read ({type(err).__name__}: {err}); it is corrupt or truncated. "
+            "Delete it and re-run: it is made again.") from None
+
+
+def physical_memory() -> int | None:
+    """Bytes of physical memory of this machine (None when the system does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None

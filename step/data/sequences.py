@@ -24,7 +24,7 @@ from torch.utils.data import Dataset, TensorDataset
 
 from step.data.base import DataBundle
 from step.data.digits import digits
-from step.data.paths import atomic_save_npz
+from step.data.paths import atomic_save_npz, load_npz_cache
 from step.registry import DATASETS
 
 SEQ_MODES = ("pixel", "row")
@@ -123,8 +123,7 @@ def mnist1d(root: str | None = None) -> DataBundle:
     """
     cache = Path(root).expanduser() / "mnist1d" / "mnist1d-default.npz" if root else None
     if cache is not None and cache.is_file():
-        with np.load(cache) as f:
-            data = {k: f[k] for k in f.files}
+        data = load_npz_cache(cache)
     else:
         data = _generate_mnist1d()
         if cache is not None:

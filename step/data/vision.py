@@ -25,22 +25,40 @@ from step.registry import DATASETS
 
 
 def _local_cifar(which: str):
-    """torchvision's CIFAR readers with a presence check in place of the MD5 check.
+    """torchvision's CIFAR readers with a presence check in place of the MD5 check, and the batches
+    read by :mod:`step.data.safe_pickle` (arrays and plain data only: a crafted batch cannot run code).
 
     Built on first use, so that importing the dataset registry does not import torchvision.
     """
-    import pickle
-
+    import numpy as np
     from torchvision import datasets as tvd
+    from torchvision.datasets.vision import VisionDataset
+
+    from step.data import safe_pickle
 
     class LocalCIFAR10(tvd.CIFAR10):
+        def __init__(self, root, train: bool = True, transform=None, target_transform=None, download: bool = False):
+            VisionDataset.__init__(self, root, transform=transform, target_transform=target_transform)
+            self.train = train
+            if download:
+                self.download()
+            if not self._check_integrity():
+                raise RuntimeError("Dataset not found or corrupted. You can use download=True to download it")
+            data, self.targets = [], []
+            for name, _ in self.train_list if train else self.test_list:
+                entry = safe_pickle.load(os.path.join(self.root, self.base_folder, name))
+                data.append(entry["data"])
+                self.targets.extend(entry["labels"] if "labels" in entry else entry["fine_labels"])
+            self.data = np.vstack(data).reshape(-1, 3, 32, 32).transpose((0, 2, 3, 1))  # HWC
+            self._load_meta()
+
         def _check_integrity(self) -> bool:
             names = [n for n, _ in self.train_list + self.test_list] + [self.meta["filename"]]
             return all(os.path.isfile(os.path.join(self.root, self.base_folder, n)) for n in names)
 
         def _load_meta(self) -> None:
-            with open(os.path.join(self.root, self.base_folder, self.meta["filename"]), "rb") as f:
-                self.classes = pickle.load(f, encoding="latin1")[self.meta["key"]]
+            meta = safe_pickle.load(os.path.join(self.root, self.base_folder, self.meta["filename"]))
+            self.classes = meta[self.meta["key"]]
             self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
 
     class LocalCIFAR100(LocalCIFAR10, tvd.CIFAR100):

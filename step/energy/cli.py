@@ -23,7 +23,7 @@ from step.errors import StepError
 
 
 def _energy_block(record: dict[str, Any], path: Path) -> dict[str, Any]:
-    block = record.get("energy", record)
+    block = record.get("energy", record) if isinstance(record, dict) else None
     if not isinstance(block, dict) or "per_layer" not in block:
         raise StepError(f"{path} holds no energy block with a per-layer table; was the run made with energy.enabled=true?")
     return block
@@ -50,14 +50,16 @@ def measure_checkpoint(path: Path, model_name: str, T: int, dataset: str, model_
 
     import step  # noqa: F401  (registers everything)
     from step.energy.meter import EnergyMeter
+    from step.engine.checkpoint import read
     from step.registry import DATASETS, ENCODERS, MODELS
+
+    state = read(path)  # weights-only: a file holding other Python objects is refused before it is built
 
     data = DATASETS.build(dataset)
     kwargs = {"num_classes": data.num_classes, "in_chans": data.in_chans, **model_args}
     if isinstance(data.img_size, int):
         kwargs.setdefault("img_size", data.img_size)
     model = MODELS.build(model_name, **kwargs)
-    state = torch.load(path, map_location="cpu", weights_only=False)
     if isinstance(state, dict):
         state = state.get("model", state.get("state_dict", state))
     try:
@@ -141,13 +143,18 @@ def main(argv: list[str] | None = None) -> int:
         if not path.is_file():
             raise StepError(f"No such file: {path}. Give a record.json or a checkpoint path.")
         if path.suffix == ".json":
-            block = _energy_block(json.loads(path.read_text()), path)
+            try:
+                block = _energy_block(json.loads(path.read_text()), path)
+            except (ValueError, UnicodeDecodeError) as err:
+                raise StepError(f"{path} is not a readable JSON record ({type(err).__name__}: {err}).") from None
         else:
             if not args.model:
                 raise StepError("A checkpoint needs --model <registry name> (see step-list).")
             block = measure_checkpoint(path, args.model, args.T, args.dataset, _parse_kw(args.model_arg),
                                        args.max_samples)
-            (path.parent / "energy.json").write_text(json.dumps({"energy": block}, indent=2))
+            from step.fileio import atomic_write_text
+
+            atomic_write_text(path.parent / "energy.json", json.dumps({"energy": block}, indent=2))
         _print_summary(block)
         png = plot_firing_rates(block["per_layer"], path.parent / f"{path.stem}_firing_rates.png", title=path.parent.name)
         print(f"\nfiring-rate chart: {png}")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pickle
+import re
+import zipfile
 from typing import Any
 
 import torch
@@ -13,7 +16,7 @@ from step.attention.factory import AttentionFactory
 from step.config.validate import group_params
 from step.data.base import DataBundle
 from step.engine.distributed import DistInfo, ShardSampler, per_rank_batch
-from step.errors import ConfigError
+from step.errors import ConfigError, DatasetCorruptError, StepError
 from step.neurons.factory import NeuronFactory
 from step.registry import DATASETS, ENCODERS, MODELS, TASKS
 
@@ -35,8 +38,39 @@ def build_attention_factory(cfg: DictConfig) -> AttentionFactory:
     return AttentionFactory(cfg.attention.name, **group_params(cfg, "attention"))
 
 
+#: what reading a damaged file raises (beside StepErrors the readers raise themselves)
+_FILE_ERRORS = (OSError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, UnicodeDecodeError)
+#: what a builder raises for a value it cannot build (a size that does not divide, memory it cannot get)
+_VALUE_ERRORS = (ValueError, AssertionError, RuntimeError, MemoryError, ZeroDivisionError, IndexError)
+
+
+def _reason(err: BaseException) -> str:
+    """One line saying why a builder failed (an allocation failure says how much it asked for)."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    asked = re.search(r"allocate (\d+) bytes", text)
+    if isinstance(err, MemoryError) or "can't allocate memory" in text or "out of memory" in text.lower():
+        size = f" ({int(asked.group(1)) / 1e9:,.1f} GB requested)" if asked else ""
+        return f"it needs more memory than this machine has{size}"
+    return f"{type(err).__name__}: {text[:300]}"
+
+
+def _settings(cfg: DictConfig, group: str) -> str:
+    return ", ".join(f"{group}.{k}={v}" for k, v in group_params(cfg, group).items()) or "its defaults"
+
+
 def build_data(cfg: DictConfig) -> DataBundle:
-    bundle = DATASETS.build(cfg.dataset.name, root=cfg.paths.data_root, **group_params(cfg, "dataset"))
+    try:
+        bundle = DATASETS.build(cfg.dataset.name, root=cfg.paths.data_root, **group_params(cfg, "dataset"))
+    except StepError:
+        raise
+    except _FILE_ERRORS as err:
+        raise DatasetCorruptError(
+            f"dataset '{cfg.dataset.name}' could not read its files under the data root {cfg.paths.data_root} "
+            f"(paths.data_root, env STEP_DATA): {_reason(err)}. A file there is corrupt or truncated: delete it "
+            "(caches are made again) or fetch the dataset again, then re-run.") from None
+    except _VALUE_ERRORS as err:
+        raise ConfigError(f"dataset '{cfg.dataset.name}' cannot be built with {_settings(cfg, 'dataset')}: "
+                          f"{_reason(err)}. Change those values.") from None
     if bundle.modality == "event" and bundle.timesteps not in (None, cfg.T):
         raise ConfigError(
             f"dataset {bundle.name} gives {bundle.timesteps} time bins but T={cfg.T}; "
@@ -68,8 +102,15 @@ def model_data_kwargs(model_name: str, bundle: DataBundle) -> dict[str, Any]:
 def build_model(cfg: DictConfig, bundle: DataBundle) -> nn.Module:
     kwargs = {**group_params(cfg, "model"), **model_data_kwargs(cfg.model.name, bundle)}
     # the task builds it: the registered classifier itself, or the model as backbone + neck + head
-    return build_task(cfg).build_model(cfg.model.name, kwargs, bundle, build_neuron_factory(cfg),
-                                       build_attention_factory(cfg))
+    try:
+        return build_task(cfg).build_model(cfg.model.name, kwargs, bundle, build_neuron_factory(cfg),
+                                           build_attention_factory(cfg))
+    except StepError:
+        raise
+    except _VALUE_ERRORS as err:
+        raise ConfigError(f"model '{cfg.model.name}' cannot be built with {_settings(cfg, 'model')} (attention "
+                          f"'{cfg.attention.name}', dataset image size {bundle.img_size}): {_reason(err)}. "
+                          "Change those values.") from None
 
 
 def build_task(cfg: DictConfig):

@@ -8,23 +8,23 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-from step.engine import builders
+from step.engine import builders, checkpoint
 from step.engine.run import measure_final
 from step.engine.seed import resolve_device, seed_everything
 from step.errors import CheckpointError
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A checkpoint dict, or one clear :class:`CheckpointError` naming the file and the problem."""
+    """A checkpoint dict (model.pt or last.pt), read weights-only, or one clear :class:`CheckpointError`."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist.")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means a corrupt file
-        raise CheckpointError(f"checkpoint {path} cannot be read ({type(err).__name__}: {err}); it is corrupt or not a STEP checkpoint.") from None
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
+    ckpt = checkpoint.read(path)  # refuses anything but tensors and plain data, before it is built
+    if not isinstance(ckpt, dict) or "model" not in ckpt or not isinstance(ckpt.get("config"), dict):
         raise CheckpointError(f"checkpoint {path} is not a STEP checkpoint (it has no 'model' and 'config' entries).")
+    if ckpt.get("format") in (checkpoint.FORMAT, checkpoint.MODEL_FORMAT) and ckpt.get("version") != checkpoint.VERSION:
+        raise CheckpointError(f"checkpoint {path} has format version {ckpt.get('version')}, this STEP reads "
+                              f"version {checkpoint.VERSION}; evaluate it with the STEP version that wrote it.")
     return ckpt
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from step.errors import ConfigError
+from step.results.leaderboard import check_board  # noqa: F401 (the board's header and rows, before training)
 
 
 def check_writable(folder: str | os.PathLike, what: str, hint: str) -> None:

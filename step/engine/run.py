@@ -1,14 +1,18 @@
 """``step.engine.run(cfg)``: the one runner. Build, train, evaluate, measure, record.
 
-Failure handling (what a week-long cluster job needs):
+Failure handling (what a week-long cluster job needs; docs/reliability.md):
 
-- config, file-system, data and checkpoint problems raise before anything is written;
-- every ``trainer.ckpt_every`` epochs and at the end, ``<run_dir>/last.pt`` is written atomically
-  (see :mod:`step.engine.checkpoint` for its contents and the ``trainer.resume`` rule);
+- config, name, file-system, leaderboard, data and checkpoint problems raise before anything is
+  written (:mod:`step.engine.preflight`);
+- one process per run folder (:func:`step.engine.resume.hold`); a finished run is never resumed;
+- every ``trainer.ckpt_every`` epochs and after the last epoch, ``<run_dir>/last.pt`` is written
+  atomically (see :mod:`step.engine.checkpoint` for its contents and the ``trainer.resume`` rule);
+- a finished run writes model, record, row, then ``ok`` in its sidecar (:mod:`step.engine.commit`);
 - Ctrl-C or SIGTERM saves the state of the last finished epoch (kept in memory at every epoch end),
   writes the record with ``status=interrupted`` and its row, then re-raises; a resumed run repeats
   the interrupted epoch from that state, so it ends exactly as an uninterrupted run would on CPU;
 - a NaN/inf loss writes ``status=diverged`` with the epoch and step and leaves ``last.pt`` alone;
+  any other error (a full disk included) writes ``status=failed`` with the error;
 - under ``torchrun`` only rank 0 writes checkpoints, records, rows and prints.
 """
 
@@ -24,18 +28,21 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from step import native
+from step.config.identity import config_hash
+from step.config.names import check_config_names
 from step.config.validate import validate_config
 from step.engine import builders, checkpoint, distributed
 from step.engine.allocator import configure_cpu_allocator, current as current_allocator
+from step.engine.commit import RunFiles
 from step.engine.loggers import RunLogger, make_logger
 from step.engine.loop import evaluate, train_one_epoch
 from step.engine.precision import autocast_factory, check_precision, make_scaler, maybe_compile, set_neuron_compilation
-from step.engine.preflight import check_num_classes, check_output_paths
-from step.engine.recording import components, finish, previous_attempts
+from step.engine.preflight import check_board, check_num_classes, check_output_paths
+from step.engine.recording import components, previous_attempts
 from step.engine.report import format_summary
+from step.engine.resume import hold, resume_path
 from step.engine.seed import resolve_device, seed_everything
-from step.engine.signals import graceful_stop, shielded
-from step.errors import DivergedError
+from step.engine.signals import graceful_stop
 from step.layers.fold import set_channels_last
 from step.neurons.lif_op import device_implementation as neuron_implementation
 from step.results.record import command_line, git_commit, package_versions
@@ -73,25 +80,6 @@ def measure_final(cfg, model, test_loader, task, metrics, **eval_kwargs):
     return result, energy_record, report.columns(energy_cfg)
 
 
-def resume_path(cfg: DictConfig, resolved: dict[str, Any], info: distributed.DistInfo) -> Path | None:
-    """Where this run continues from: ``never`` -> None, ``auto`` -> the latest unfinished run of
-    the same config under ``paths.output_root`` (None when there is none), else the given path.
-    Rank 0 decides and every rank gets its answer."""
-    choice = str(cfg.trainer.resume)
-    found: Path | None = None
-    if info.is_main and choice == "auto":
-        found = checkpoint.find_latest(cfg.paths.output_root, resolved)
-        print(f"step: resuming from {found}" if found else "step: trainer.resume=auto found no unfinished "
-              "run of this config; starting fresh.", flush=True)
-    elif choice not in ("never", "auto"):
-        found = Path(choice)
-    found = distributed.broadcast_object(str(found) if found else None)
-    if found is None:
-        return None
-    path = Path(found)
-    return path / checkpoint.STATE_FILE if path.is_dir() else path
-
-
 def _best(best: dict[str, Any] | None, name: str, metrics: dict[str, float], epoch: int) -> dict[str, Any] | None:
     value = metrics.get(name)
     if value is None or (best is not None and value <= best["value"]):
@@ -106,9 +94,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     a failure still writes the record and a row with its status, then re-raises.
     """
     validate_config(cfg)
+    check_config_names(cfg)
     info = distributed.from_env()
     if info.is_main:
         check_output_paths(cfg)
+        check_board(cfg.paths.leaderboard)
     device = resolve_device(cfg.trainer.device)
     check_precision(cfg.trainer.precision, device)
     device = distributed.setup(info, device)
@@ -137,109 +127,81 @@ def _run(cfg: DictConfig, info: distributed.DistInfo, device: torch.device) -> d
     scaler = make_scaler(t.precision, device)
     metrics = task.make_metrics(bundle.num_classes).to(device)
     source = resume_path(cfg, resolved, info)
-    state = checkpoint.load(source, resolved) if source is not None else None
-    if state is not None and state.get("world_size", 1) != info.world_size and info.is_main:
-        print(f"step: warning: {source} was trained with {state.get('world_size')} processes, this run has "
-              f"{info.world_size}; the data order changes, so the result is not bit-identical.", flush=True)
     run_dir = source.parent if source is not None else _run_dir(cfg)
-    params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    set_neuron_compilation(t.compile_neurons)
-    train_net = maybe_compile(distributed.wrap(model, info, device, t.sync_bn), t.compile)
-    eval_net = model if info.enabled else train_net  # DDP's forward would sync over uneven test shards
-    record: dict[str, Any] = {
-        "run_id": f"{run_dir.name}-{uuid.uuid4().hex[:6]}", "name": cfg.name, "status": "running",
-        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "command": command_line(),
-        "git_commit": git_commit(), "versions": package_versions(),
-        "device": str(device) if not info.enabled else f"{device.type} x{info.world_size}",
-        "world_size": info.world_size, "precision": str(t.precision), "compile": bool(t.compile), "compile_neurons": bool(t.compile_neurons),
-        "channels_last": bool(t.channels_last), "cpu_allocator": allocator, "kernels": native.implementations(),
-        "loader": builders.loader_options(cfg), "neuron_kernel": neuron_implementation(device),
-        "torch_threads": torch.get_num_threads(), "seed": cfg.seed, "T": cfg.T, "params": params,
-        "components": components(cfg), "metric_name": task.metric_name, "metrics": {},
-        "data": {"name": bundle.name, "modality": bundle.modality, "num_classes": bundle.num_classes,
-                 "n_train": len(bundle.train), "n_test": len(bundle.test)},
-        "config": resolved, "reference": resolved.get("reference"),
-        "record_path": str(run_dir / "record.json"), "history": [], "epochs_done": 0, "best": None,
-    }
-    logger: RunLogger = RunLogger()
-    if info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        logger = make_logger(cfg.logger.name, run_dir, cfg.logger.project, cfg.logger.mode, resolved, record["run_id"])
-    common = dict(encoder=encoder, modality=bundle.modality, device=device, progress=t.progress and info.is_main,
-                  autocast=autocast_factory(t.precision, device))
-    objects = dict(model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler, generator=generator)
-    snapshot, saved_epoch = None, -1
-    if state is not None:
-        record.update(history=state["history"], epochs_done=state["epoch"], best=state["best"],
-                      resumed_from={"checkpoint": str(source), "epoch": state["epoch"]},
-                      previous_attempts=previous_attempts(run_dir / "record.json") if info.is_main else [])
-        logger.resume(record["history"])
-        snapshot, saved_epoch = (state, state["epoch"]) if info.is_main else (None, -1)
-        checkpoint.restore(state, path=source, **objects)  # last: nothing after it may draw random numbers
+    with hold(run_dir, info, cfg.paths.output_root):  # one process per run folder
+        state = checkpoint.load(source, resolved) if source is not None else None
+        if state is not None and state.get("world_size", 1) != info.world_size and info.is_main:
+            print(f"step: warning: {source} was trained with {state.get('world_size')} processes, this run has "
+                  f"{info.world_size}; the data order changes, so the result is not bit-identical.", flush=True)
+        params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        set_neuron_compilation(t.compile_neurons)
+        train_net = maybe_compile(distributed.wrap(model, info, device, t.sync_bn), t.compile)
+        eval_net = model if info.enabled else train_net  # DDP's forward would sync over uneven test shards
+        record: dict[str, Any] = {
+            "run_id": f"{run_dir.name}-{uuid.uuid4().hex[:6]}", "name": cfg.name, "status": "running",
+            "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "command": command_line(),
+            "git_commit": git_commit(), "versions": package_versions(),
+            "device": str(device) if not info.enabled else f"{device.type} x{info.world_size}",
+            "world_size": info.world_size, "precision": str(t.precision), "compile": bool(t.compile), "compile_neurons": bool(t.compile_neurons),
+            "channels_last": bool(t.channels_last), "cpu_allocator": allocator, "kernels": native.implementations(),
+            "loader": builders.loader_options(cfg), "neuron_kernel": neuron_implementation(device),
+            "torch_threads": torch.get_num_threads(), "seed": cfg.seed, "T": cfg.T, "params": params,
+            "components": components(cfg), "metric_name": task.metric_name, "metrics": {},
+            "data": {"name": bundle.name, "modality": bundle.modality, "num_classes": bundle.num_classes,
+                     "n_train": len(bundle.train), "n_test": len(bundle.test)},
+            "config": resolved, "config_hash": config_hash(resolved), "reference": resolved.get("reference"),
+            "record_path": str(run_dir / "record.json"), "output_root": str(cfg.paths.output_root),
+            "leaderboard": str(cfg.paths.leaderboard), "history": [], "epochs_done": 0, "best": None,
+        }
+        files = RunFiles(cfg, record, started, run_dir, info.is_main)
+        common = dict(encoder=encoder, modality=bundle.modality, device=device, progress=t.progress and info.is_main,
+                      autocast=autocast_factory(t.precision, device))
+        objects = dict(model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler, generator=generator)
+        if state is not None:
+            record.update(history=state["history"], epochs_done=state["epoch"], best=state["best"],
+                          resumed_from={"checkpoint": str(source), "epoch": state["epoch"]},
+                          previous_attempts=previous_attempts(run_dir / "record.json") if info.is_main else [])
+            if info.is_main:
+                files.snapshot, files.saved_epoch = state, state["epoch"]
+            checkpoint.restore(state, path=source, **objects)  # last: nothing after it may draw random numbers
 
-    def take_snapshot(done: int) -> dict[str, Any]:
-        return checkpoint.capture(**objects, epoch=done, best=record["best"], history=record["history"],
-                                  config=resolved, world_size=info.world_size)
+        def take_snapshot(done: int) -> dict[str, Any]:
+            return checkpoint.capture(**objects, epoch=done, best=record["best"], history=record["history"],
+                                      config=resolved, world_size=info.world_size, run_id=record["run_id"])
 
-    try:
-        with graceful_stop():
-            for epoch in range(record["epochs_done"], t.epochs):
-                train_loader.sampler.set_epoch(epoch)
-                train = train_one_epoch(train_net, train_loader, optimizer, task, epoch=epoch, metrics=metrics,
-                                        grad_clip=t.grad_clip, max_batches=t.max_batches, scaler=scaler, **common)
-                row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "train_loss": train.loss,
-                       **{f"train_{k}": v for k, v in train.metrics.items()}}
-                if epoch != t.epochs - 1 and (epoch + 1) % t.eval_every == 0:
-                    val = evaluate(eval_net, test_loader, task, metrics=metrics, max_batches=t.max_batches, **common)
-                    row.update({"test_loss": val.loss, **{f"test_{k}": v for k, v in val.metrics.items()}})
-                    record["best"] = _best(record["best"], task.metric_name, val.metrics, epoch)
-                if scheduler is not None:
-                    scheduler.step(epoch + 1)
-                record["history"].append(row)
-                record["epochs_done"] = epoch + 1
-                logger.log(row)
-                if info.is_main:
-                    snapshot = take_snapshot(epoch + 1)
-                    if t.ckpt_every and (epoch + 1) % t.ckpt_every == 0:
-                        with shielded(defer=True):
-                            checkpoint.save(run_dir, snapshot)
-                        saved_epoch = epoch + 1
-            final, energy_record, energy_columns = measure_final(cfg, eval_net, test_loader, task, metrics, **common)
-            record.update(status="ok", metrics=final.metrics, test_loss=final.loss,
-                          energy=energy_record, energy_columns=energy_columns)
-    except DivergedError as err:
-        _stop(cfg, record, started, logger, info, run_dir, "diverged", str(err), None, saved_epoch)
-        raise
-    except KeyboardInterrupt:
-        _stop(cfg, record, started, logger, info, run_dir, "interrupted",
-              f"interrupted by the user or a signal; continue with trainer.resume=auto (from epoch "
-              f"{snapshot['epoch'] if snapshot else 0})", snapshot, saved_epoch)
-        raise
-    except Exception as err:
-        _stop(cfg, record, started, logger, info, run_dir, "failed", f"{type(err).__name__}: {err}", None, saved_epoch)
-        raise
+        try:
+            with graceful_stop():
+                files.logger = make_logger(cfg.logger.name, run_dir, cfg.logger.project, cfg.logger.mode, resolved,
+                                           record["run_id"]) if info.is_main else RunLogger()
+                if state is not None:
+                    files.logger.resume(record["history"])
+                for epoch in range(record["epochs_done"], t.epochs):
+                    train_loader.sampler.set_epoch(epoch)
+                    train = train_one_epoch(train_net, train_loader, optimizer, task, epoch=epoch, metrics=metrics,
+                                            grad_clip=t.grad_clip, max_batches=t.max_batches, scaler=scaler, **common)
+                    row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "train_loss": train.loss,
+                           **{f"train_{k}": v for k, v in train.metrics.items()}}
+                    if epoch != t.epochs - 1 and (epoch + 1) % t.eval_every == 0:
+                        val = evaluate(eval_net, test_loader, task, metrics=metrics, max_batches=t.max_batches, **common)
+                        row.update({"test_loss": val.loss, **{f"test_{k}": v for k, v in val.metrics.items()}})
+                        record["best"] = _best(record["best"], task.metric_name, val.metrics, epoch)
+                    if scheduler is not None:
+                        scheduler.step(epoch + 1)
+                    record["history"].append(row)
+                    record["epochs_done"] = epoch + 1
+                    files.logger.log(row)
+                    if info.is_main:
+                        files.snapshot = take_snapshot(epoch + 1)
+                        if t.ckpt_every and (epoch + 1) % t.ckpt_every == 0:
+                            files.save_state()
+                files.save_state()  # the trained state, before the final evaluation
+                final, energy_record, energy_columns = measure_final(cfg, eval_net, test_loader, task, metrics, **common)
+                record.update(status="ok", metrics=final.metrics, test_loss=final.loss,
+                              energy=energy_record, energy_columns=energy_columns)
+                files.commit(model, resolved)
+        except BaseException as err:
+            files.stop(err)
+            raise files.reported(err)  # noqa: B904 - the original error is its cause
     if info.is_main:
-        with shielded():
-            checkpoint.save(run_dir, snapshot if snapshot is not None else take_snapshot(record["epochs_done"]), "ok")
-            torch.save({"model": model.state_dict(), "config": resolved, "epoch": record["epochs_done"]},
-                       run_dir / "model.pt")
-            record.update(checkpoint=str(run_dir / "model.pt"), state=str(run_dir / checkpoint.STATE_FILE))
-            finish(cfg, record, started, logger)
         print(format_summary(record), flush=True)
     return record
-
-
-def _stop(cfg, record, started, logger, info, run_dir, status, error, snapshot, saved_epoch) -> None:
-    """Write what a stopped run leaves behind: the newest good state (interrupts only), the record, the row."""
-    record.update(status=status, error=error)
-    if not info.is_main:
-        return
-    with shielded():
-        if snapshot is not None and snapshot["epoch"] > saved_epoch:
-            checkpoint.save(run_dir, snapshot, status)
-            saved_epoch = snapshot["epoch"]
-        elif saved_epoch >= 0:
-            checkpoint.write_sidecar(run_dir, None, status)
-        if saved_epoch >= 0:
-            record["state"] = str(run_dir / checkpoint.STATE_FILE)
-        finish(cfg, record, started, logger)

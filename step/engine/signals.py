@@ -19,7 +19,7 @@ def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def _raise_interrupt(signum, frame):  # noqa: ARG001 - signal handler signature
+def raise_interrupt(signum, frame):  # noqa: ARG001 - signal handler signature
     raise KeyboardInterrupt(f"received {signal.Signals(signum).name}")
 
 
@@ -29,7 +29,7 @@ def graceful_stop() -> Iterator[None]:
     if not _in_main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    previous = signal.signal(signal.SIGTERM, raise_interrupt)
     try:
         yield
     finally:
@@ -56,3 +56,22 @@ def shielded(defer: bool = False) -> Iterator[None]:
             signal.signal(s, handler)
     if defer and pending:
         raise KeyboardInterrupt(f"received {signal.Signals(pending[0]).name}")
+
+
+#: signals that arrived while ``step-train`` was setting up (before its job started)
+_PENDING: list[int] = []
+
+
+def hold_until_job() -> None:
+    """Keep SIGINT/SIGTERM until :func:`start_job`: a stop while Hydra makes the run folder and writes
+    its ``.hydra`` files is taken where the job can still remove that folder again."""
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, lambda signum, frame: _PENDING.append(signum))
+
+
+def start_job() -> None:
+    """From here SIGTERM (and SIGINT) raise KeyboardInterrupt; one that came meanwhile is raised now."""
+    signal.signal(signal.SIGTERM, raise_interrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    if _PENDING:
+        raise KeyboardInterrupt(f"received {signal.Signals(_PENDING.pop(0)).name}")

@@ -4,11 +4,20 @@ A *setting* is one combination of the group-by columns (by default every compone
 so only the seed varies inside a group). For each value column v the aggregate has ``v_mean``,
 ``v_std`` (sample standard deviation, ddof=1; empty when n=1) and one ``n``: the number of rows of
 the group with a metric value.
+
+Rows are pooled only when they ran one config: a group is split by :func:`config_key` (the
+``config_hash`` column: the resolved config without seed, name, paths and logger), and the
+aggregate's ``config`` column names each part (8 characters) and ``configs`` how many parts its
+group of ``by`` values has. Rows written before ``config_hash`` existed (schema 1, migrated) are
+told apart by their command without its ``seed=``, their commit without ``+dirty`` and their epochs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+
+import hashlib
+import re
 
 import numpy as np
 import pandas as pd
@@ -44,8 +53,27 @@ def select(df: pd.DataFrame, query: str | None = None, status: str | None = "ok"
     return out
 
 
+def _text(df: pd.DataFrame, column: str) -> pd.Series:
+    if column not in df:
+        return pd.Series([""] * len(df), index=df.index, dtype=object)
+    return df[column].astype(object).where(df[column].notna(), "").astype(str)
+
+
+def config_key(df: pd.DataFrame) -> pd.Series:
+    """Per row, what must match for rows to pool: ``config_hash``; for rows without one, a hash of
+    the command (``seed=...`` removed), the commit (``+dirty`` removed) and the epochs; "" when a row
+    has none of these (it pools with the other such rows of its group)."""
+    hashes = _text(df, "config_hash")
+    legacy = (_text(df, "command").map(lambda c: re.sub(r"(^|\s)seed=\S*", " ", c).split())
+              .map(" ".join) + "|" + _text(df, "git_commit").str.replace("+dirty", "", regex=False)
+              + "|" + _text(df, "epochs"))
+    legacy = legacy.map(lambda k: "" if k == "||" else "legacy:" + hashlib.sha1(k.encode()).hexdigest()[:12])
+    return hashes.where(hashes != "", legacy)
+
+
 def aggregate(df: pd.DataFrame, by: Sequence[str] = DEFAULT_BY, values: Sequence[str] = VALUES) -> pd.DataFrame:
-    """One row per group of ``by``: ``metric_name``, ``n`` and mean/std of each value column."""
+    """One row per group of ``by`` and config: ``config``, ``configs``, ``metric_name``, ``n`` and
+    mean/std of each value column (rows of different configs are never pooled)."""
     by = list(by)
     unknown = [c for c in by if c not in df.columns]
     if unknown:
@@ -55,11 +83,13 @@ def aggregate(df: pd.DataFrame, by: Sequence[str] = DEFAULT_BY, values: Sequence
     for v in values:
         work[v] = pd.to_numeric(work[v], errors="coerce")
     keyed = work[by].astype(object).where(work[by].notna(), "")  # a missing key is a value, not a dropped row
-    groups = work.groupby([keyed[c] for c in by], sort=True, dropna=False)
+    configs = config_key(work)
+    groups = work.groupby([keyed[c] for c in by] + [configs.rename("_config")], sort=True, dropna=False)
     rows = []
     for key, part in groups:
         key = key if isinstance(key, tuple) else (key,)
-        row = dict(zip(by, key))
+        row = dict(zip(by, key[:-1]))
+        row["config"] = str(key[-1]).removeprefix("legacy:")[:8]
         if "metric_name" in part and "metric_name" not in by:
             names = sorted({str(x) for x in part["metric_name"].dropna()})
             row["metric_name"] = ",".join(names)
@@ -69,9 +99,12 @@ def aggregate(df: pd.DataFrame, by: Sequence[str] = DEFAULT_BY, values: Sequence
             row[f"{v}_mean"] = float(col.mean()) if len(col) else np.nan
             row[f"{v}_std"] = float(col.std(ddof=1)) if len(col) > 1 else np.nan
         rows.append(row)
-    columns = by + (["metric_name"] if "metric_name" in df.columns and "metric_name" not in by else []) + ["n"]
+    columns = by + ["config", "configs"]
+    columns += (["metric_name"] if "metric_name" in df.columns and "metric_name" not in by else []) + ["n"]
     columns += [f"{v}_{s}" for v in values for s in ("mean", "std")]
-    return pd.DataFrame(rows, columns=columns)
+    out = pd.DataFrame(rows, columns=columns)
+    out["configs"] = out.groupby(by, dropna=False)["config"].transform("size") if len(out) else []
+    return out
 
 
 def pareto_front(cost: Sequence[float], score: Sequence[float]) -> np.ndarray:

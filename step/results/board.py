@@ -36,6 +36,7 @@ def compare_reference(rows: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFra
     ref = reference[reference.get("source", pd.Series(["paper"] * len(reference))) == "paper"]
     ours = aggregate(rows, by=MATCH, values=["metric"]) if len(rows) else pd.DataFrame(columns=MATCH + ["n"])
     key = lambda df: df[MATCH].astype(str).agg("|".join, axis=1)  # noqa: E731
+    ours = ours.sort_values("n", kind="stable") if len(ours) else ours  # several configs: the most seeds wins
     found = dict(zip(key(ours), ours.to_dict("records"))) if len(ours) else {}
     out = []
     for (_, r), k in zip(ref.iterrows(), key(ref) if len(ref) else []):

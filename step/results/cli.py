@@ -1,15 +1,20 @@
 """``step-board``: the leaderboard as tables and plots, from the CSV that runs append to.
 
-    step-board                                   # results/leaderboard.csv -> results/leaderboard.{md,html}, figures
+    step-board                                   # the board runs append to -> leaderboard.{md,html}, figures beside it
+    step-board --curated                         # results/leaderboard.csv (the curated board) -> results/
     step-board --by model attention --query "dataset == 'digits' and T == 4"
     step-board --compare-reference               # our numbers beside results/reference.csv
     step-board --build-reference                 # rebuild results/reference.csv from experiments/
+    step-board --rebuild [--out-root DIR]        # add the rows missing from the board, from the runs' record.json
+    step-board --migrate CSV                     # rewrite a board of an older schema to the current one
+
+The board runs append to is ``$STEP_RESULTS/leaderboard.csv`` when STEP_RESULTS is set, else the
+user board ``<output root>/leaderboard.csv`` (``$STEP_OUT`` or ``outputs/``): see step.config.paths.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -18,14 +23,28 @@ from step.results.aggregate import DEFAULT_BY
 
 
 def results_dir() -> Path:
-    from step.config.paths import project_root
+    """The curated results folder: ``$STEP_RESULTS``, else ``results/`` in the project."""
+    from step.config.paths import curated_dir
 
-    return Path(os.environ.get("STEP_RESULTS") or project_root() / "results")
+    return curated_dir()
+
+
+def boards(args: argparse.Namespace) -> list[Path]:
+    """The CSVs to read: ``--csv``, else ``--curated``'s, else the board runs append to."""
+    from step.config.paths import default_board
+
+    if args.csv:
+        return list(args.csv)
+    return [results_dir() / "leaderboard.csv" if args.curated else default_board()]
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="step-board", description="Aggregate, render and plot the STEP leaderboard.")
-    p.add_argument("--csv", nargs="+", type=Path, help="leaderboard CSV file(s) (default: $STEP_RESULTS/leaderboard.csv)")
+    p.add_argument("--csv", nargs="+", type=Path,
+                   help="leaderboard CSV file(s) (default: the board runs append to: $STEP_RESULTS/leaderboard.csv "
+                        "when STEP_RESULTS is set, else <output root>/leaderboard.csv)")
+    p.add_argument("--curated", action="store_true",
+                   help="the curated board shipped with the project: results/leaderboard.csv (or $STEP_RESULTS/)")
     p.add_argument("--by", nargs="+", default=DEFAULT_BY, help="group-by columns (seeds inside a group are aggregated)")
     p.add_argument("--query", help="pandas DataFrame.query filter, e.g. \"dataset == 'digits' and T >= 2\"")
     p.add_argument("--all-status", action="store_true", help="keep failed/diverged rows (default: status == ok)")
@@ -36,6 +55,14 @@ def parser() -> argparse.ArgumentParser:
                    help="add paper numbers beside ours (default CSV: results/reference.csv)")
     p.add_argument("--build-reference", action="store_true",
                    help="rebuild results/reference.csv from the experiments' reference blocks, then exit")
+    p.add_argument("--rebuild", action="store_true",
+                   help="append the rows missing from the board (by run_id) from the record.json files under the "
+                        "output root, then exit; running it twice adds nothing")
+    p.add_argument("--out-root", type=Path, help="output root --rebuild reads (default: $STEP_OUT or outputs/)")
+    p.add_argument("--any-board", action="store_true",
+                   help="--rebuild: also take records made for another board")
+    p.add_argument("--migrate", type=Path, metavar="CSV",
+                   help="rewrite CSV (a leaderboard of an older schema) to the current schema, keeping CSV.bak; then exit")
     return p
 
 
@@ -43,6 +70,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     res = results_dir()
     try:
+        if args.migrate is not None:
+            from step.results.migrate import migrate
+
+            print(migrate(args.migrate, out_root=args.out_root).summary())
+            return 0
+        if args.rebuild:
+            from step.config.paths import output_root
+            from step.results.rebuild import rebuild
+
+            if args.csv and len(args.csv) > 1:
+                raise StepError("--rebuild appends to one board; give one --csv.")
+            done = rebuild(boards(args)[0], args.out_root or output_root(), any_board=args.any_board)
+            print(done.summary())
+            return 0
         if args.build_reference:
             from step.results.reference import build_reference
 
@@ -54,18 +95,18 @@ def main(argv: list[str] | None = None) -> int:
             return 1 if failed else 0
         from step.results.board import build_board
 
-        csvs = args.csv or [res / "leaderboard.csv"]
+        csvs = boards(args)
         missing = [str(c) for c in csvs if not Path(c).exists()]
         if missing:
             raise StepError(f"no leaderboard at {', '.join(missing)}; run step-train first (rows are appended "
-                            "there) or pass --csv PATH.")
+                            "there), pass --csv PATH, or --curated for results/leaderboard.csv.")
         reference = None
         if args.compare_reference is not None:
             reference = Path(args.compare_reference) if args.compare_reference else res / "reference.csv"
             if not reference.exists():
                 raise StepError(f"no reference table at {reference}; build it with `step-board --build-reference`.")
         board = build_board(csvs, by=args.by, query=args.query, status=None if args.all_status else "ok",
-                            out_dir=args.out or res, html=not args.no_html, figures=not args.no_plots,
+                            out_dir=args.out or Path(csvs[0]).parent, html=not args.no_html, figures=not args.no_plots,
                             reference=reference)
     except StepError as err:
         print(f"step-board: error: {err}", file=sys.stderr)

@@ -49,13 +49,21 @@ def command_line() -> str:
 
 def write_record(path: str | os.PathLike, record: dict[str, Any]) -> Path:
     """Write ``record`` as JSON atomically (temp file, then rename)."""
+    from step.fileio import atomic_write_text
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps({"record_version": RECORD_VERSION, **record}, indent=2, default=str))
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, json.dumps({"record_version": RECORD_VERSION, **record}, indent=2, default=str))
 
 
 def read_record(path: str | os.PathLike) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
+
+
+def record_file(row_path: str | os.PathLike, output_root: str | os.PathLike | None = None) -> Path:
+    """The record.json a leaderboard row points to: ``record_path`` is relative to the output root
+    (``output_root``, default ``$STEP_OUT`` or ``outputs/``); an absolute one (schema 1) is kept."""
+    from step.config.paths import output_root as default_root
+
+    path = Path(row_path)
+    return path if path.is_absolute() else Path(output_root or default_root()) / path

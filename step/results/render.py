@@ -42,6 +42,8 @@ def mean_std(mean, std, fmt: str) -> str:
 def display_table(agg: pd.DataFrame, by: Sequence[str], values: Sequence[str] = tuple(SHOWN)) -> pd.DataFrame:
     """The aggregate with one text column per value (``mean ± std``) next to the group keys and n."""
     out = pd.DataFrame({c: agg[c].map(lambda x: "" if _missing(x) else str(x)) for c in by})
+    if "configs" in agg and (agg["configs"] > 1).any():  # one setting ran several configs: one row each
+        out["config"] = agg["config"]
     if "metric_name" in agg:
         out["metric_name"] = agg["metric_name"]
     for v in values:

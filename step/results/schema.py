@@ -10,15 +10,20 @@
 | experiment | the config's ``name`` (e.g. ``demo``) |
 | task, dataset, model, attention, neuron, surrogate, encoder, backend | the component names |
 | T, seed, params | timesteps, seed, trainable parameters |
+| config_hash | hash of the resolved config without seed, name, paths and logger (:func:`step.config.identity.config_hash`): rows pool over seeds only when it matches |
 | metric_name, metric | the task's primary metric (e.g. ``top1``, in %) and its final test value |
 | energy_mj ... firing_rate | energy per inference (mJ) under the default, memory-aware, ANN-twin and INT8-twin models; synaptic ops; mean firing rate (all under the ``paper`` counting convention) |
-| energy_exact_mj | energy per inference (mJ) under the default model with the ``exact`` (event-driven, in-bounds fan-out) counting convention; added in version 2 |
+| energy_exact_mj | energy per inference (mJ) under the default model with the ``exact`` (event-driven, in-bounds fan-out) counting convention; added in version 3 |
 | epochs, wall_time_s, device | training length, seconds end to end, the device used |
 | status, error | ``ok``, ``failed``, ``diverged`` or ``interrupted``, and the error message |
-| record_path, command | the run's record.json and the command that made it |
+| record_path, command | the run's record.json (relative to the output root) and the command that made it |
+
+Version 2 added ``config_hash`` and made ``record_path`` relative; version 3 added
+``energy_exact_mj``. ``step-board --migrate CSV``
+rewrites a file of an older version (missing columns empty, or derived from the run's record).
 """
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 COLUMNS = [
     "schema_version",
@@ -38,6 +43,7 @@ COLUMNS = [
     "T",
     "seed",
     "params",
+    "config_hash",
     "metric_name",
     "metric",
     "energy_mj",
