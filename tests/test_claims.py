@@ -16,6 +16,7 @@ import yaml
 
 from knob_runs import run_module, tiny_run
 from step.engine import checkpoint
+from step.engine.commit import RunFiles
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -108,8 +109,9 @@ def test_a_crash_while_saving_leaves_the_previous_checkpoint(tmp_path, monkeypat
 
 def test_a_run_killed_without_grace_is_continued_from_its_periodic_checkpoint(monkeypatch, isolated_roots):
     """docs/distributed.md: SIGKILL leaves the last periodic ``last.pt`` with status ``running``;
-    ``resume=auto`` continues from it. A SystemExit out of the loop skips every handler, as a
-    SIGKILL does."""
+    ``resume=auto`` continues from it. The kill is simulated in-process as tests/test_commit_order.py
+    does: an exception out of the loop while the runner's stop handler is switched off (a SIGKILL
+    runs no handler); the real signal is tests/test_soak.py."""
     same = ("trainer.epochs=3", "trainer.max_batches=1", "trainer.ckpt_every=1", "energy.enabled=false", "name=kill")
     real = run_module.train_one_epoch
 
@@ -119,7 +121,8 @@ def test_a_run_killed_without_grace_is_continued_from_its_periodic_checkpoint(mo
         return real(*args, **kwargs)
 
     monkeypatch.setattr(run_module, "train_one_epoch", killed_in_epoch_2)
-    with pytest.raises(SystemExit):
+    with pytest.MonkeyPatch.context() as no_handler, pytest.raises(SystemExit):
+        no_handler.setattr(RunFiles, "stop", lambda self, err: None)
         tiny_run(*same)
     monkeypatch.setattr(run_module, "train_one_epoch", real)
     sidecars = list((isolated_roots / "outputs").rglob("last.json"))

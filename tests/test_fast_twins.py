@@ -30,6 +30,7 @@ import torch
 
 from knob_runs import tiny_run
 from step.neurons import kernels
+from step.results.record import record_file
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ["trainer.epochs=1", "trainer.max_batches=1", "model.depth=1", "model.dim=16", "model.heads=2", "T=2",
@@ -121,7 +122,7 @@ def test_sigterm_to_a_running_process_writes_an_interrupted_record(isolated_root
     assert proc.returncode != 0 and "trainer.resume=auto" in err
     board = pd.read_csv(isolated_roots / "results" / "leaderboard.csv")
     assert list(board["status"]) == ["interrupted"]
-    record = json.loads(Path(board["record_path"][0]).read_text())
+    record = json.loads(record_file(board["record_path"][0], isolated_roots / "outputs").read_text())  # rows hold paths relative to the output root
     assert record["status"] == "interrupted" and 1 <= record["epochs_done"] < 1000
     assert json.loads((Path(record["state"]).parent / "last.json").read_text())["status"] == "interrupted"
 

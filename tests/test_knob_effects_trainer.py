@@ -21,6 +21,7 @@ import torch
 from knob_runs import builders, cumulative_bn, on_model, record_inputs, run_module, step_log, tiny_run
 from step.engine import checkpoint
 from step.errors import ConfigError, DivergedError
+from step.results.record import record_file
 
 
 def test_epochs_batch_size_eval_batch_size_and_max_batches_shape_what_the_model_sees(monkeypatch):
@@ -155,10 +156,15 @@ def test_ckpt_every_writes_checkpoints_during_training(monkeypatch):
     monkeypatch.setattr(checkpoint, "save", lambda run_dir, state, status="running": (
         saves.append((state["epoch"], status)), real(run_dir, state, status))[1])
     tiny_run("trainer.epochs=3", "trainer.max_batches=1", "trainer.ckpt_every=2", "energy.enabled=false")
-    assert saves == [(2, "running"), (3, "ok")]  # after epoch 2 of 3, then the final state
+    # after epoch 2 of 3, then the trained state before the final evaluation; `ok` is said by last.json
+    # only after model, record and row exist (issue 15's commit order), never by a checkpoint save
+    assert saves == [(2, "running"), (3, "running")]
+    (sidecar,) = (Path(os.environ["STEP_OUT"])).rglob("last.json")
+    assert json.loads(sidecar.read_text())["status"] == "ok"
+    sidecar.unlink()
     saves.clear()
     tiny_run("trainer.epochs=3", "trainer.max_batches=1", "trainer.ckpt_every=0", "energy.enabled=false")
-    assert saves == [(3, "ok")]  # 0: only at the end
+    assert saves == [(3, "running")]  # 0: only the trained state at the end
 
 
 def test_eval_time_order_reorders_time_in_the_final_evaluation_only(monkeypatch):
@@ -224,7 +230,7 @@ def test_resume_auto_continues_the_newest_unfinished_run_never_a_diverged_one(mo
     monkeypatch.setattr(Classification, "loss", real_loss)
     board = pd.read_csv(isolated_roots / "results" / "leaderboard.csv")
     assert list(board["status"]) == ["interrupted", "interrupted", "diverged"]
-    older, newer, diverged = (Path(p).parent for p in board["record_path"])
+    older, newer, diverged = (record_file(p, isolated_roots / "outputs").parent for p in board["record_path"])
     assert json.loads((diverged / "last.json").read_text())["status"] == "diverged" and (diverged / "last.pt").exists()
 
     resumed = tiny_run(*same, "trainer.resume=auto")

@@ -55,7 +55,7 @@ def test_a_board_of_another_schema_is_refused_and_left_untouched(tmp_path):
     board = tmp_path / "leaderboard.csv"
     board.write_text("schema_version,run_id,accuracy\n0,old,99.0\n")
     before = board.read_bytes()
-    with pytest.raises(StepError, match="columns of another schema version.*Nothing was written"):
+    with pytest.raises(StepError, match="columns of another leaderboard schema.*Nothing was trained or written"):
         append_row(board, {"run_id": "new", "status": "ok"})
     assert board.read_bytes() == before
     reordered = tmp_path / "reordered.csv"

@@ -89,9 +89,10 @@ class RunFiles:
             return
         with shielded():
             try:
+                saved = self.saved_epoch
                 if status == "interrupted":
                     self.save_state(status, defer=False)
-                elif self.saved_epoch >= 0:
+                if self.saved_epoch >= 0 and self.saved_epoch == saved:  # nothing new saved: say how it ended
                     checkpoint.write_sidecar(self.run_dir, None, status)
             except OSError as exc:
                 self.record["error"] += f" (the checkpoint could not be saved: {exc.strerror or exc})"
