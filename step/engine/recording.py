@@ -47,6 +47,7 @@ def leaderboard_row(record: dict[str, Any]) -> dict[str, Any]:
         "T": record["T"], "seed": record["seed"], "params": record.get("params"),
         "metric_name": record.get("metric_name"), "metric": record.get("metrics", {}).get(record.get("metric_name") or ""),
         **record.get("energy_columns", {}),
+        "spike_driven": (record.get("energy") or {}).get("spike_driven", {}).get("verdict", ""),
         "epochs": record.get("epochs_done"), "wall_time_s": round(record["wall_time_s"], 2),
         "device": record.get("device"), "status": record["status"], "error": record.get("error", ""),
         "record_path": record["record_path"], "command": record["command"],
