@@ -37,7 +37,7 @@ class DepthwisePointwise(SeqModule):
 class SepConv(nn.Module):
     """Inverted separable conv: pw1 (C -> rC) -> BN -> SN -> dw k x k -> pw2 (rC -> C) -> BN."""
 
-    emits_spikes = False
+    emits = "membrane"
 
     def __init__(self, dim: int, neuron: Callable[..., nn.Module], expansion: float = 2.0, kernel_size: int = 7):
         super().__init__()
@@ -57,7 +57,7 @@ class SepConv(nn.Module):
 class ChannelConv(nn.Module):
     """Conv3x3 (C -> rC) -> BN -> SN -> Conv3x3 (rC -> C) -> BN, no biases."""
 
-    emits_spikes = False
+    emits = "membrane"
 
     def __init__(self, dim: int, neuron: Callable[..., nn.Module], ratio: float = 4.0):
         super().__init__()
