@@ -20,7 +20,7 @@ Three kinds of layer are allowed to read real values, and each is recognised as 
   first weight layer must read spikes, the later ones read an affine image of those spikes.
 
 The ANN twin (a model without any spiking neuron: no ``neuron`` row in the table, as with
-``neuron=relu``) is not audited: its verdict is ``n/a``. Every other run gets ``yes`` (no weight
+``neuron=relu``) is not audited: its verdict is ``ann`` (not ``n/a``, which pandas reads as missing). Every other run gets ``yes`` (no weight
 layer outside the exclusions reads non-spike values) or ``no`` (the offending layers are listed).
 """
 
@@ -90,7 +90,7 @@ def audit(per_layer: Iterable[Mapping[str, Any]], chain: Iterable[str] = ()) -> 
         else:
             offenders.append({"name": name, "type": row.get("type"), "kind": row.get("kind"),
                               "input_mean": row.get("input_mean"), "input_rate": row.get("input_rate")})
-    verdict = "n/a" if not spiking else ("no" if offenders else "yes")
+    verdict = "ann" if not spiking else ("no" if offenders else "yes")
     return {
         "verdict": verdict,
         "non_spike_layers": offenders if spiking else [],

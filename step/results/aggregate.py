@@ -3,7 +3,9 @@
 A *setting* is one combination of the group-by columns (by default every component column and T,
 so only the seed varies inside a group). For each value column v the aggregate has ``v_mean``,
 ``v_std`` (sample standard deviation, ddof=1; empty when n=1) and one ``n``: the number of rows of
-the group with a metric value.
+the group with a metric value. ``spike_driven`` (the audit's verdict) aggregates to ``no`` when
+any run of the group was not spike-driven, to ``yes`` when all were, to ``ann`` for ANN twins, and
+stays empty for rows written before the audit existed.
 """
 
 from __future__ import annotations
@@ -44,6 +46,21 @@ def select(df: pd.DataFrame, query: str | None = None, status: str | None = "ok"
     return out
 
 
+def group_rows(df: pd.DataFrame, by: Sequence[str]):
+    """``df.groupby`` over ``by`` with a missing key read as a value ("") rather than dropping the row."""
+    keyed = df[list(by)].astype(object).where(df[list(by)].notna(), "")
+    return df.groupby([keyed[c] for c in by], sort=True, dropna=False)
+
+
+def combine_spike_driven(verdicts: pd.Series) -> str:
+    """One verdict for a group of runs: ``no`` beats ``yes``; ``ann`` only when every run is an ANN twin."""
+    seen = {str(v) for v in verdicts.dropna() if str(v)}
+    for verdict in ("no", "yes", "ann"):
+        if verdict in seen:
+            return verdict
+    return ""
+
+
 def aggregate(df: pd.DataFrame, by: Sequence[str] = DEFAULT_BY, values: Sequence[str] = VALUES) -> pd.DataFrame:
     """One row per group of ``by``: ``metric_name``, ``n`` and mean/std of each value column."""
     by = list(by)
@@ -54,8 +71,7 @@ def aggregate(df: pd.DataFrame, by: Sequence[str] = DEFAULT_BY, values: Sequence
     work = df.copy()
     for v in values:
         work[v] = pd.to_numeric(work[v], errors="coerce")
-    keyed = work[by].astype(object).where(work[by].notna(), "")  # a missing key is a value, not a dropped row
-    groups = work.groupby([keyed[c] for c in by], sort=True, dropna=False)
+    groups = group_rows(work, by)  # a missing key is a value, not a dropped row
     rows = []
     for key, part in groups:
         key = key if isinstance(key, tuple) else (key,)
@@ -68,9 +84,13 @@ def aggregate(df: pd.DataFrame, by: Sequence[str] = DEFAULT_BY, values: Sequence
             col = part[v].dropna()
             row[f"{v}_mean"] = float(col.mean()) if len(col) else np.nan
             row[f"{v}_std"] = float(col.std(ddof=1)) if len(col) > 1 else np.nan
+        if "spike_driven" in part and "spike_driven" not in by:
+            row["spike_driven"] = combine_spike_driven(part["spike_driven"])
         rows.append(row)
     columns = by + (["metric_name"] if "metric_name" in df.columns and "metric_name" not in by else []) + ["n"]
     columns += [f"{v}_{s}" for v in values for s in ("mean", "std")]
+    if "spike_driven" in df.columns and "spike_driven" not in by:
+        columns.append("spike_driven")
     return pd.DataFrame(rows, columns=columns)
 
 

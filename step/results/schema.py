@@ -12,7 +12,7 @@
 | T, seed, params | timesteps, seed, trainable parameters |
 | metric_name, metric | the task's primary metric (e.g. ``top1``, in %) and its final test value |
 | energy_mj ... firing_rate | energy per inference (mJ) under the default, memory-aware, ANN-twin and INT8-twin models; synaptic ops; mean firing rate |
-| spike_driven | ``yes``: every weight layer read spikes (binary, ternary or integer counts) apart from the encoding layer, the classifier head on pooled features and the inner layers of re-parameterisable chains; ``no``: some did (listed in the record under ``energy.spike_driven``); ``n/a``: an ANN twin (no spiking neuron); empty: energy not measured. Added in version 2 |
+| spike_driven | ``yes``: every weight layer read spikes (binary, ternary or integer counts) apart from the encoding layer, the classifier head on pooled features and the inner layers of re-parameterisable chains; ``no``: some did (listed in the record under ``energy.spike_driven``); ``ann``: an ANN twin (no spiking neuron, not audited); empty: energy not measured. Added in version 2 |
 | epochs, wall_time_s, device | training length, seconds end to end, the device used |
 | status, error | ``ok``, ``failed``, ``diverged`` or ``interrupted``, and the error message |
 | record_path, command | the run's record.json and the command that made it |
