@@ -52,8 +52,8 @@ def corrupt(images: np.ndarray, copies: int, rng: np.random.Generator, img_size:
 
 
 @DATASETS.register("digits-hard", paper="scikit-learn load_digits, jittered, occluded and noised (step/data/digits_hard.py)")
-def digits_hard(root: str | None = None, img_size: int = 16, digit_px: int = 12, occlude_px: int = 6,
-                noise_std: float = 0.3, train_copies: int = 2, test_copies: int = 3, corruption_seed: int = 0,
+def digits_hard(root: str | None = None, img_size: int = 16, digit_px: int = 12, occlude_px: int = 4,
+                noise_std: float = 0.2, train_copies: int = 2, test_copies: int = 3, corruption_seed: int = 0,
                 test_fraction: float = 0.2, split_seed: int = 0) -> DataBundle:
     """Embedded digits with jitter, occlusion and noise (see the module doc); 10 classes, 1 channel."""
     if not 8 <= digit_px <= img_size:
