@@ -10,6 +10,7 @@ rule and shows the audit catching the membrane on the spike stream.
 from __future__ import annotations
 
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -21,6 +22,7 @@ from step.config import compose
 from step.energy import EnergyMeter
 from step.energy.audit import REASONS, audit, audit_model, chain_members
 from step.engine import run
+from step.engine.report import format_summary
 from step.errors import ConfigError
 from step.layers.shortcut import EMITS, Residual, branch_emits, closing_neuron
 from step.models.sdt import SDTBlock
@@ -203,7 +205,7 @@ TINY = ["model.depth=1", "model.dim=16", "model.heads=2", "T=2", "trainer.epochs
 
 
 @pytest.mark.parametrize("overrides,verdict", [
-    (["attention=sdsa1"], "yes"),
+    (["attention=sdsa1", "dataset=digits-hard", "dataset.train_copies=1"], "yes"),
     (["attention=softmax"], "no"),
     (["attention=softmax", "neuron=relu", "T=1"], "ann"),
 ])
@@ -219,5 +221,9 @@ def test_the_record_and_the_row_carry_the_audit(isolated_roots, overrides, verdi
         assert names == []
     if verdict == "yes":
         assert any(e["reason"] == REASONS["encoder"] for e in block["excluded"])
+    summary = format_summary(saved)  # what the run prints at its end
+    assert re.search(rf"spike-driven +\| {verdict}", summary) and (verdict != "no" or "blocks.0.attn.qk" in summary)
     row = pd.read_csv(isolated_roots / "results" / "leaderboard.csv", keep_default_na=False).iloc[0]
     assert row["spike_driven"] == verdict
+    if "dataset=digits-hard" in overrides:  # the CPU suites' data, its knobs reaching the builder
+        assert (saved["data"]["n_train"], saved["data"]["n_test"]) == (1437, 1080) and row["dataset"] == "digits-hard"
