@@ -20,8 +20,9 @@ Three kinds of layer are allowed to read real values, and each is recognised as 
   first weight layer must read spikes, the later ones read an affine image of those spikes.
 
 The ANN twin (a model without any spiking neuron: no ``neuron`` row in the table, as with
-``neuron=relu``) is not audited: its verdict is ``ann`` (not ``n/a``, which pandas reads as missing). Every other run gets ``yes`` (no weight
-layer outside the exclusions reads non-spike values) or ``no`` (the offending layers are listed).
+``neuron=relu``) is not audited: its verdict is ``ann`` (not ``n/a``, which pandas reads as a
+missing value). Every other run gets ``yes`` (no weight layer outside the exclusions reads non-spike
+values) or ``no`` (the offending layers are listed).
 """
 
 from __future__ import annotations

@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             from step.results.orderings import evaluate, render
 
             table = evaluate(read_rows([str(c) for c in csvs]))
-            source = " + ".join(f"`{Path(c).name}`" for c in csvs)
+            source = " + ".join(f"`{Path(c).parent.name}/{Path(c).name}`" for c in csvs)
             out = args.out or res
             out.mkdir(parents=True, exist_ok=True)
             (out / "orderings.md").write_text(render(table, source))

@@ -131,9 +131,10 @@ def evaluate(rows: pd.DataFrame, claims: Sequence[Claim] = CLAIMS, scale: str = 
         fmt = "{:.2f}" if c.value == "metric" else "{:.3g}"
         side = lambda v: mean_std(np.mean(v) if v else math.nan, np.std(v, ddof=1) if len(v) > 1 else math.nan, fmt)  # noqa: E731
         seeds = lambda s: ",".join(str(int(x)) for x in sorted(s))  # noqa: E731
+        seen = f"{seeds(seeds_a)} / {seeds(seeds_b)}" if seeds_a or seeds_b else ""
         out.append({
             "claim": c.claim, "paper": c.source, "suite": f"suite={c.suite} scale={scale}",
-            "value": c.value, "A": side(a), "B": side(b), "seeds A / B": f"{seeds(seeds_a)} / {seeds(seeds_b)}",
+            "value": c.value, "A": side(a), "B": side(b), "seeds A / B": seen,
             "p": "" if math.isnan(p) else f"{p:.3g}", "verdict": result,
         })
     return pd.DataFrame(out, columns=["claim", "paper", "suite", "value", "A", "B", "seeds A / B", "p", "verdict"])
