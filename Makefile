@@ -48,7 +48,7 @@ clean: ## remove outputs of runs, the user board included (keeps results/ and th
 	rm -rf outputs multirun
 
 # --- experiments, suites and the leaderboard (docs/sweeps.md, docs/leaderboard.md) ---
-SUITES := attention random_qk patch_embed neuron surrogate encoder shortcut timesteps temporal
+SUITES := attention sdsa repconv random_qk patch_embed neuron surrogate encoder shortcut timesteps temporal
 REPRODUCE := reproduce-meta-spikeformer-15m-imagenet-t1 reproduce-meta-spikeformer-15m-imagenet-t4 reproduce-meta-spikeformer-31m-imagenet-t1 reproduce-meta-spikeformer-31m-imagenet-t4 reproduce-meta-spikeformer-55m-imagenet-t4 reproduce-qkformer-cifar10 reproduce-qkformer-cifar100 reproduce-qkformer-cifar10dvs reproduce-qkformer-dvsgesture reproduce-qkformer-imagenet reproduce-sdt-cifar10 reproduce-sdt-cifar100 reproduce-sdt-cifar10dvs reproduce-sdt-dvsgesture reproduce-sdt-imagenet reproduce-semm-cifar10 reproduce-semm-cifar100 reproduce-spikformer-cifar10 reproduce-spikformer-cifar100 reproduce-spikformer-cifar10dvs reproduce-spikformer-dvsgesture reproduce-spikformer-imagenet reproduce-spikformer-psmnist reproduce-spikformer-scifar10 reproduce-spikformer-smnist
 .PHONY: $(REPRODUCE) reproduce-cpu dense-cpu leaderboard
 
@@ -56,17 +56,23 @@ REPRODUCE := reproduce-meta-spikeformer-15m-imagenet-t1 reproduce-meta-spikeform
 # targets that curate results/ ask for it (an STEP_RESULTS already set in the environment wins).
 $(REPRODUCE) reproduce-cpu dense-cpu: export STEP_RESULTS ?= $(CURDIR)/results
 
-reproduce-cpu: install ## run every ablation suite at CPU size on the embedded data (about 30 min each), then make leaderboard
-	@for s in $(SUITES); do echo "== suite=$$s scale=cpu"; $(VENV)/bin/step-train suite=$$s scale=cpu || exit 1; done
+reproduce-cpu: install ## run the ablation suites at CPU size (SUITES="attention ..." for some; about 30 min each), move the rows each replaces to results/superseded.csv, then make leaderboard
+	@for s in $(SUITES); do \
+	  start=$$(date -u +%Y-%m-%dT%H:%M:%S+00:00); echo "== suite=$$s scale=cpu (started $$start)"; \
+	  $(VENV)/bin/step-train suite=$$s scale=cpu || exit 1; \
+	  $(VENV)/bin/step-board --supersede suite=$$s scale=cpu --since $$start \
+	    --because "re-run by make reproduce-cpu at $$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" || exit 1; \
+	done
 	$(MAKE) leaderboard
 
 dense-cpu: install ## segmentation and detection on the embedded digits-scenes, Meta-SpikeFormer-tiny backbone (about 16 min on 2 CPU cores)
 	$(VENV)/bin/step-train experiment=segmentation-digits-scenes
 	$(VENV)/bin/step-train experiment=detection-digits-scenes
 
-leaderboard: install ## rebuild results/reference.csv, render results/leaderboard.{md,html} and figures (ours beside the papers)
+leaderboard: install ## rebuild results/reference.csv, render results/leaderboard.{md,html} and figures (ours beside the papers), and results/orderings.md
 	-$(PY) -m step.results.cli --build-reference
 	$(PY) -m step.results.cli --curated --compare-reference
+	$(PY) -m step.results.cli --curated --orderings
 
 reproduce-meta-spikeformer-15m-imagenet-t1: install ## Meta-SpikeFormer (15.1M) on ImageNet-1K at 224 px, T=1, trained directly (needs the dataset under STEP_DATA and a GPU; seeds 0,1,2)
 	$(VENV)/bin/step-train -m experiment=meta-spikeformer-15m-imagenet-t1 seed=0,1,2

@@ -201,7 +201,7 @@ def test_config_files_build_through_the_factory(name):
     node = OmegaConf.to_container(OmegaConf.load(CONF / f"{name}.yaml"))
     assert node.pop("name") == name
     attn = AttentionFactory(name, **node)(dim=16, heads=2, neuron=IF)
-    assert attn.attn_threshold == node["attn_threshold"] and attn.emits_spikes is False
+    assert attn.attn_threshold == node["attn_threshold"] and attn.emits == "membrane"
     x = (torch.rand(1, 2, 4, 16) > 0.5).float()
     assert attn(x, (2, 2)).shape == x.shape
 

@@ -56,6 +56,8 @@ def shiftmax(z: torch.Tensor, dim: int = -1) -> torch.Tensor:
 class BipolarSelfAttention(nn.Module):
     """Ternary Q/K spikes, ternary Q K^T, Shiftmax, binary V (RECONSTRUCTED: see the module doc)."""
 
+    emits = "spikes"
+
     def __init__(self, dim: int, heads: int, neuron: Callable[..., nn.Module], scale: float = 0.125,
                  attn_threshold: float = 0.5, qkv_bias: bool = True):
         super().__init__()

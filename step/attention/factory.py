@@ -15,7 +15,12 @@ class AttentionFactory:
     The interface every variant implements, so that any attention fits any model:
     ``forward(x, hw)`` with ``x`` time-major tokens ``[T, B, N, C]`` and ``hw = (H, W)`` the token
     grid (``N == H * W``; variants with spatial convolutions use it, others ignore it); the result
-    has the shape of ``x`` and is added to the block's residual stream by the model.
+    has the shape of ``x`` and is joined to the block's residual stream by the model.
+
+    Every variant also declares ``emits``: ``"spikes"`` (it ends in a neuron) or ``"membrane"``
+    (it ends in a weight layer or BN). The host block joins it by the one rule of
+    :mod:`step.layers.shortcut`, which keeps every weight layer's input spike-valued whatever the
+    variant (a spike-add host closes a membrane-emitting attention with a neuron).
     """
 
     def __init__(self, name: str = "ssa", **params: Any):

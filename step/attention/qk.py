@@ -30,6 +30,8 @@ from step.registry import ATTENTIONS
 
 
 class _QKAttention(nn.Module):
+    emits = "spikes"
+
     def __init__(self, dim: int, heads: int, neuron: Callable[..., nn.Module], mask_threshold: float = 0.5,
                  qk_bias: bool = False):
         super().__init__()

@@ -3,7 +3,8 @@ Yao et al., ICLR 2024, Sec. 3.3 and Appendix A).
 
 Every variant takes spike tokens ``[T, B, N, C]`` (the block's shortcut makes them) and returns a
 membrane potential of the same shape for the block's shortcut: there is no neuron after the
-output projection (``emits_spikes = False``). Q, K, V are binary:
+output projection (``emits = "membrane"``; a spike-add host closes it with a neuron, see
+:mod:`step.layers.shortcut`). Q, K, V are binary:
 
     Q_S = SN(BN(G_q(S))),  K_S = SN(BN(G_k(S))),  V_S = SN(BN(G_v(S)))            (Eq. 11 / 17)
     out = BN(G_o(SDSA(Q_S, K_S, V_S)))                                              (Eq. 12)
@@ -55,7 +56,7 @@ def make_generator(kind: str, dim: int, bias: bool, variant: str) -> nn.Module:
 class SpikeDrivenAttention(nn.Module):
     """Shared body: generators, neurons and head reshaping; subclasses define :meth:`mix`."""
 
-    emits_spikes = False
+    emits = "membrane"
     uses_key = True
     variant = "sdsa"
 

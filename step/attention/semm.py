@@ -40,6 +40,8 @@ from step.registry import ATTENTIONS
 class ExpertsMixtureAttention(nn.Module):
     """EMSA: m spiking expert attentions sharing K and V, gated per token by a spiking router."""
 
+    emits = "spikes"
+
     def __init__(self, dim: int, heads: int, neuron: Callable[..., nn.Module], expert_dim: int = 96,
                  num_expert: int = 4, scale: float = 0.125, qkv_bias: bool = True):
         super().__init__()
@@ -79,6 +81,8 @@ class ExpertsMixtureMLP(nn.Module):
     ``hidden`` must be even (STEP: 4C on CIFAR, so 6C^2 weights against Spikformer MLP's 8C^2).
     ``forward(x, hw)`` needs the token grid ``hw`` for the depth-wise conv.
     """
+
+    emits = "spikes"
 
     def __init__(self, dim: int, hidden: int, neuron: Callable[..., nn.Module], kernel_size: int = 3):
         super().__init__()

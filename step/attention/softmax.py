@@ -40,6 +40,7 @@ class SoftmaxAttention(nn.Module):
         self.av = SpikeMatMul()
         self.proj = LinearBN(dim, dim, bias=True)
         self.proj_lif = neuron() if proj_neuron else nn.Identity()
+        self.emits = "spikes" if proj_neuron else "membrane"  # see step.layers.shortcut
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         T, B, N, D = x.shape

@@ -21,6 +21,8 @@ class SpikingSelfAttention(nn.Module):
     in the paper. Tokens are ``[T, B, N, D]``.
     """
 
+    emits = "spikes"
+
     def __init__(
         self,
         dim: int,

@@ -56,6 +56,7 @@ def leaderboard_row(record: dict[str, Any]) -> dict[str, Any]:
         "config_hash": record.get("config_hash", ""),
         "metric_name": record.get("metric_name"), "metric": record.get("metrics", {}).get(record.get("metric_name") or ""),
         **record.get("energy_columns", {}),
+        "spike_driven": (record.get("energy") or {}).get("spike_driven", {}).get("verdict", ""),
         "epochs": record.get("epochs_done"), "wall_time_s": round(record["wall_time_s"], 2),
         "device": record.get("device"), "status": record["status"], "error": record.get("error", ""),
         "record_path": row_record_path(record["record_path"], record["output_root"]), "command": record["command"],

@@ -25,6 +25,10 @@ def format_summary(record: dict[str, Any]) -> str:
         value = cols.get(key)
         if value not in (None, ""):
             rows.append((key, f"{value:.4g}" if isinstance(value, float) else str(value)))
+    audit = (record.get("energy") or {}).get("spike_driven")
+    if audit:
+        offenders = [layer["name"] for layer in audit.get("non_spike_layers", [])]
+        rows.append(("spike-driven", audit["verdict"] + (f" (not spikes: {', '.join(offenders)})" if offenders else "")))
     rows.append(("epochs / wall time", f"{record.get('epochs_done')} / {record.get('wall_time_s', 0):.1f} s"))
     rows.append(("record", record.get("record_path", "")))
     width = max(len(k) for k, _ in rows)

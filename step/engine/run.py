@@ -65,6 +65,7 @@ def measure_final(cfg, model, test_loader, task, metrics, **eval_kwargs):
     if not cfg.energy.get("enabled", False):
         return evaluate(model, test_loader, task, metrics=metrics, desc="test", **eval_kwargs), {}, {}
     from step.energy import EnergyMeter
+    from step.energy.audit import audit_model
 
     energy_cfg = OmegaConf.to_container(cfg.energy, resolve=True)
     meter = EnergyMeter(model, T=cfg.T, encoder_per_step=bool(cfg.energy.get("encoder_per_step", False)),
@@ -73,6 +74,7 @@ def measure_final(cfg, model, test_loader, task, metrics, **eval_kwargs):
         result = evaluate(model, test_loader, task, metrics=metrics, desc="test+energy", **eval_kwargs)
     report = meter.report()
     energy_record = report.to_record(energy_cfg)
+    energy_record["spike_driven"] = audit_model(energy_record["per_layer"], model)
     if hasattr(model, "backbone") and hasattr(model, "neck"):  # dense tasks: backbone / neck / head energy (pJ)
         from step.tasks.dense_model import split_energy_by_prefix
 

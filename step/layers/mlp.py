@@ -11,6 +11,8 @@ from step.layers.linear_bn import LinearBN
 
 
 class SpikingMLP(nn.Module):
+    emits = "spikes"
+
     def __init__(self, dim: int, hidden: int, neuron: Callable[..., nn.Module]):
         super().__init__()
         self.fc1 = LinearBN(dim, hidden)

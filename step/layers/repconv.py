@@ -37,7 +37,13 @@ def _bn_affine(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class RepConv(nn.Module):
-    """``[N, C_in, H, W] -> [N, C_out, H, W]``: the trainable chain above, or its fused 3x3 conv."""
+    """``[N, C_in, H, W] -> [N, C_out, H, W]``: the trainable chain above, or its fused 3x3 conv.
+
+    ``folds_into_one_layer``: only the chain's first conv must read spikes (the spike-driven
+    audit, :mod:`step.energy.audit`); the later ones read an affine image of them.
+    """
+
+    folds_into_one_layer = True
 
     def __init__(self, in_channels: int, out_channels: int):
         super().__init__()

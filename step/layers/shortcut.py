@@ -1,18 +1,39 @@
-"""The three residual shortcuts of spiking networks (Meta-SpikeFormer, Yao et al., ICLR 2024, Fig. 4).
+"""The contract between a branch (an attention, an MLP, a conv mixer) and the block that hosts it.
 
-A block joins a branch ``F`` to its residual stream ``x`` in one of three ways:
+**What a branch declares.** Every branch says what its last operation hands back, in a class or
+instance attribute ``emits``:
 
-* ``ms``  membrane shortcut (Hu et al., 2024; SDT v1 and Meta-SpikeFormer): the stream carries
-  membrane potentials, every branch opens with a neuron and ends without one:
-  ``x <- x + F(SN(x))``. Identity mapping and spike-driven computation both hold.
-* ``sew`` spike-element-wise (Fang et al., 2021): the stream carries spikes, every branch ends
-  in a neuron and the sum is an integer count: ``x <- x + SN(F(x))``.
-* ``vs``  vanilla shortcut (Zheng et al., 2021): the stream carries spikes; the input spikes join
-  the membrane of the branch's closing neuron: ``x <- SN(x + F(x))``.
+* ``"spikes"``: it ends in a neuron (Spikformer's SSA, QKFormer's Q-K attention, SEMM, bipolar
+  attention, Spikformer's MLP; integer-spike neurons count as spikes);
+* ``"membrane"``: it ends in a weight layer or BN, so it hands back a membrane potential (or an
+  input current) for a membrane shortcut to add (SDSA-1..4, SDT's MLP, SepConv, ChannelConv,
+  softmax attention built with ``proj_neuron=False``).
 
-A branch that already ends in a neuron (Spikformer's SSA, say) declares ``emits_spikes = True``;
-under ``sew`` it then gets no extra closing neuron. Branches without the attribute are taken to
-emit spikes, which is what every attention that predates this module does.
+**What a host block declares.** Every block that joins a branch to its residual stream declares
+its ``shortcut`` (Meta-SpikeFormer, Yao et al., ICLR 2024, Fig. 4):
+
+* ``sew``  spike-element-wise (Fang et al., 2021; Spikformer, QKFormer, SEMM): the stream carries
+  spikes (integer counts after the sums): ``x <- x + SN(F(x))``;
+* ``ms``   membrane shortcut (Hu et al., 2024; SDT v1 and Meta-SpikeFormer): the stream carries
+  membrane potentials and every branch opens with a neuron: ``x <- x + F(SN(x))``;
+* ``vs``   vanilla shortcut (Zheng et al., 2021): the stream carries spikes; the input spikes join
+  the membrane of a closing neuron: ``x <- SN(x + F(x))``.
+
+**The rule** (:func:`closing_neuron`, the same for every branch and every host): every weight
+layer's input must be spikes, and a branch's weight layers read what the host feeds it (the spike
+stream under ``sew`` and ``vs``, the opening neuron's spikes under ``ms``). So
+
+* ``sew`` + ``membrane``: the host appends a closing neuron to the branch (``x + SN(F(x))``); a
+  membrane added to the spike stream would make the next branch's weight layers read real values;
+* ``sew`` + ``spikes``: joined as is (``x + F(x)``);
+* ``ms`` + either: joined as is; the stream is a membrane anyway and the next branch opens with a
+  neuron, so a spike-emitting branch only adds its spikes to the membrane;
+* ``vs`` + either: the closing neuron is the shortcut's own.
+
+A branch that declares anything else (or nothing) is refused with one :class:`ConfigError`, as is
+an unknown shortcut. An attention ablation therefore changes only the attention: the host adds
+the same neuron to every membrane-emitting variant. The spike-driven audit of each run
+(:mod:`step.energy.audit`) checks the outcome on the data.
 """
 
 from __future__ import annotations
@@ -25,6 +46,7 @@ from torch import nn
 from step.errors import ConfigError
 
 SHORTCUTS = ("ms", "sew", "vs")
+EMITS = ("spikes", "membrane")
 
 
 def check_shortcut(kind: str, model: str) -> str:
@@ -42,6 +64,32 @@ def stream_carries_spikes(kind: str) -> bool:
     return kind != "ms"
 
 
+def branch_emits(branch: nn.Module) -> str:
+    """What ``branch`` declares it emits (``spikes`` or ``membrane``); anything else is refused.
+
+    ``emits_spikes = True/False`` is read as the older spelling of ``emits``.
+    """
+    emits = getattr(branch, "emits", None)
+    if emits is None and isinstance(getattr(branch, "emits_spikes", None), bool):
+        emits = "spikes" if branch.emits_spikes else "membrane"
+    if emits not in EMITS:
+        raise ConfigError(
+            f"{type(branch).__name__} declares emits={emits!r}, so no shortcut rule fits it: a branch "
+            "must declare emits = 'spikes' (it ends in a neuron) or 'membrane' (it ends in a weight "
+            "layer or BN) so that its host can keep every weight layer's input spike-valued "
+            "(step/layers/shortcut.py, docs/ablations.md)."
+        )
+    return emits
+
+
+def closing_neuron(branch: nn.Module, kind: str, neuron: Callable[..., nn.Module]) -> nn.Module | None:
+    """The neuron a ``kind`` host puts after ``branch`` (None: joined as is); see the module doc."""
+    emits = branch_emits(branch)
+    if kind == "vs" or (kind == "sew" and emits == "membrane"):
+        return neuron()
+    return None
+
+
 class Residual(nn.Module):
     """``x <- join(x, branch)`` for one shortcut kind; ``forward(x, *args)`` passes ``args`` to the branch."""
 
@@ -49,10 +97,8 @@ class Residual(nn.Module):
         super().__init__()
         self.kind = check_shortcut(kind, type(branch).__name__)
         self.branch = branch
-        emits_spikes = bool(getattr(branch, "emits_spikes", True))
         self.in_lif = neuron() if kind == "ms" else None
-        needs_out = kind == "vs" or (kind == "sew" and not emits_spikes)
-        self.out_lif = neuron() if needs_out else None
+        self.out_lif = closing_neuron(branch, kind, neuron)
 
     def forward(self, x: torch.Tensor, *args) -> torch.Tensor:
         if self.kind == "ms":

@@ -77,7 +77,7 @@ class MSPatchEmbed(nn.Module):
 class SpikeDrivenMLP(nn.Module):
     """``BN(fc2(SN(BN(fc1(S)))))`` on tokens: spikes in, membrane out (the shortcut adds the opening SN)."""
 
-    emits_spikes = False
+    emits = "membrane"
 
     def __init__(self, dim: int, hidden: int, neuron):
         super().__init__()
@@ -90,10 +90,12 @@ class SpikeDrivenMLP(nn.Module):
 
 
 class SDTBlock(nn.Module):
-    """``x <- join(x, Attn); x <- join(x, MLP)`` with the chosen shortcut."""
+    """``x <- join(x, Attn); x <- join(x, MLP)`` with the chosen shortcut (``ms``, ``sew`` or ``vs``;
+    each branch is joined by the rule of :mod:`step.layers.shortcut`)."""
 
     def __init__(self, dim: int, heads: int, mlp_ratio: float, neuron, attention: AttentionFactory, shortcut: str):
         super().__init__()
+        self.shortcut = shortcut
         self.attn = Residual(attention(dim=dim, heads=heads, neuron=neuron), shortcut, neuron)
         self.mlp = Residual(SpikeDrivenMLP(dim, int(dim * mlp_ratio), neuron), shortcut, neuron)
 

@@ -19,6 +19,7 @@ from torch import nn
 
 from step.attention.factory import AttentionFactory
 from step.attention.semm import ExpertsMixtureMLP
+from step.layers.shortcut import closing_neuron
 from step.models.spikformer import Spikformer
 from step.registry import MODELS
 
@@ -26,15 +27,20 @@ PAPER = "SEMM (Zhou et al., NeurIPS 2024); STEP's Spikformer+SEMM re-implementat
 
 
 class SemmBlock(nn.Module):
-    """x <- x + Attn(x); x <- x + EMSP(x)."""
+    """x <- x + Attn(x); x <- x + EMSP(x) on a spike stream (``sew``; a membrane-emitting attention
+    is closed by ``attn_out_lif``, as in :class:`~step.models.spikformer.SpikformerBlock`)."""
+
+    shortcut = "sew"
 
     def __init__(self, dim: int, heads: int, mlp_ratio: float, neuron, attention: AttentionFactory):
         super().__init__()
         self.attn = attention(dim=dim, heads=heads, neuron=neuron)
+        self.attn_out_lif = closing_neuron(self.attn, self.shortcut, neuron)
         self.mlp = ExpertsMixtureMLP(dim, int(dim * mlp_ratio), neuron)
 
     def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
-        x = x + self.attn(x, hw)
+        y = self.attn(x, hw)
+        x = x + (self.attn_out_lif(y) if self.attn_out_lif is not None else y)
         return x + self.mlp(x, hw)
 
 

@@ -9,21 +9,31 @@ from step.attention.factory import AttentionFactory
 from step.layers.mlp import SpikingMLP
 from step.layers.patch_embed import SpikingPatchSplitting
 from step.layers.seq_embed import SpikingSeqEmbed
+from step.layers.shortcut import closing_neuron
 from step.models.common import resolve_components, init_linear_trunc_normal
 from step.neurons.factory import NeuronFactory
 from step.registry import MODELS
 
 
 class SpikformerBlock(nn.Module):
-    """x <- x + Attn(x); x <- x + MLP(x). Both branches end in a neuron (spike-add shortcut)."""
+    """x <- x + Attn(x); x <- x + MLP(x) on a spike stream (spike-add shortcut, ``sew``).
+
+    An attention that emits a membrane (SDSA-1..4) is closed by ``attn_out_lif``, the neuron the
+    rule of :mod:`step.layers.shortcut` gives a ``sew`` host, so the MLP reads spikes; a
+    spike-emitting attention gets none (``attn_out_lif`` is None), which is Spikformer as published.
+    """
+
+    shortcut = "sew"
 
     def __init__(self, dim: int, heads: int, mlp_ratio: float, neuron: NeuronFactory, attention: AttentionFactory):
         super().__init__()
         self.attn = attention(dim=dim, heads=heads, neuron=neuron)
+        self.attn_out_lif = closing_neuron(self.attn, self.shortcut, neuron)
         self.mlp = SpikingMLP(dim, int(dim * mlp_ratio), neuron)
 
     def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
-        x = x + self.attn(x, hw)
+        y = self.attn(x, hw)
+        x = x + (self.attn_out_lif(y) if self.attn_out_lif is not None else y)
         return x + self.mlp(x)
 
 

@@ -10,6 +10,9 @@ Rows are pooled only when they ran one config: a group is split by :func:`config
 aggregate's ``config`` column names each part (8 characters) and ``configs`` how many parts its
 group of ``by`` values has. Rows written before ``config_hash`` existed (schema 1, migrated) are
 told apart by their command without its ``seed=``, their commit without ``+dirty`` and their epochs.
+
+``spike_driven`` (the audit's verdict) aggregates to ``no`` when any run of the group was not spike-driven, to ``yes`` when all were, to
+``ann`` for ANN twins, and stays empty for rows written before the audit existed.
 """
 
 from __future__ import annotations
@@ -71,6 +74,27 @@ def config_key(df: pd.DataFrame) -> pd.Series:
     return hashes.where(hashes != "", legacy)
 
 
+def config_label(key) -> str:
+    """The 8-character name of a :func:`config_key` shown in the aggregate's ``config`` column."""
+    return str(key).removeprefix("legacy:")[:8]
+
+
+def group_rows(df: pd.DataFrame, by: Sequence[str]):
+    """``df.groupby`` over ``by`` and :func:`config_key` (the last key of each group), with a missing
+    key read as a value ("") rather than dropping the row: rows of different configs never pool."""
+    keyed = df[list(by)].astype(object).where(df[list(by)].notna(), "")
+    return df.groupby([keyed[c] for c in by] + [config_key(df).rename("_config")], sort=True, dropna=False)
+
+
+def combine_spike_driven(verdicts: pd.Series) -> str:
+    """One verdict for a group of runs: ``no`` beats ``yes``; ``ann`` only when every run is an ANN twin."""
+    seen = {str(v) for v in verdicts.dropna() if str(v)}
+    for verdict in ("no", "yes", "ann"):
+        if verdict in seen:
+            return verdict
+    return ""
+
+
 def aggregate(df: pd.DataFrame, by: Sequence[str] = DEFAULT_BY, values: Sequence[str] = VALUES) -> pd.DataFrame:
     """One row per group of ``by`` and config: ``config``, ``configs``, ``metric_name``, ``n`` and
     mean/std of each value column (rows of different configs are never pooled)."""
@@ -82,14 +106,12 @@ def aggregate(df: pd.DataFrame, by: Sequence[str] = DEFAULT_BY, values: Sequence
     work = df.copy()
     for v in values:
         work[v] = pd.to_numeric(work[v], errors="coerce")
-    keyed = work[by].astype(object).where(work[by].notna(), "")  # a missing key is a value, not a dropped row
-    configs = config_key(work)
-    groups = work.groupby([keyed[c] for c in by] + [configs.rename("_config")], sort=True, dropna=False)
+    groups = group_rows(work, by)  # a missing key is a value, not a dropped row
     rows = []
     for key, part in groups:
         key = key if isinstance(key, tuple) else (key,)
         row = dict(zip(by, key[:-1]))
-        row["config"] = str(key[-1]).removeprefix("legacy:")[:8]
+        row["config"] = config_label(key[-1])
         if "metric_name" in part and "metric_name" not in by:
             names = sorted({str(x) for x in part["metric_name"].dropna()})
             row["metric_name"] = ",".join(names)
@@ -98,10 +120,14 @@ def aggregate(df: pd.DataFrame, by: Sequence[str] = DEFAULT_BY, values: Sequence
             col = part[v].dropna()
             row[f"{v}_mean"] = float(col.mean()) if len(col) else np.nan
             row[f"{v}_std"] = float(col.std(ddof=1)) if len(col) > 1 else np.nan
+        if "spike_driven" in part and "spike_driven" not in by:
+            row["spike_driven"] = combine_spike_driven(part["spike_driven"])
         rows.append(row)
     columns = by + ["config", "configs"]
     columns += (["metric_name"] if "metric_name" in df.columns and "metric_name" not in by else []) + ["n"]
     columns += [f"{v}_{s}" for v in values for s in ("mean", "std")]
+    if "spike_driven" in df.columns and "spike_driven" not in by:
+        columns.append("spike_driven")
     out = pd.DataFrame(rows, columns=columns)
     out["configs"] = out.groupby(by, dropna=False)["config"].transform("size") if len(out) else []
     return out

@@ -14,8 +14,9 @@ import numpy as np
 import pandas as pd
 
 from step.results import plots
-from step.results.aggregate import DEFAULT_BY, aggregate, read_rows, select
-from step.results.render import display_table, mean_std, to_html, to_markdown
+from step.results.aggregate import DEFAULT_BY, aggregate, config_label, group_rows, read_rows, select
+from step.results.render import VS_BEST, display_table, mean_std, to_html, to_markdown
+from step.results.significance import ALPHA, TEST, against_best
 
 #: a reference row is matched by these columns (dataset keeps a CPU-sized run off the paper's row)
 MATCH = ["experiment", "dataset", "model", "T"]
@@ -29,6 +30,41 @@ class Board:
     markdown: str
     comparison: pd.DataFrame | None = None
     files: list[Path] = field(default_factory=list)
+
+
+def versus_best(rows: pd.DataFrame, agg: pd.DataFrame, by: Sequence[str], alpha: float = ALPHA) -> list[str]:
+    """For each row of ``agg``: its mean metric against the best of its sweep (see
+    :mod:`step.results.significance`); a group's sweep is the command most of its rows ran. Empty
+    for a sweep of one setting."""
+    if not len(agg) or "metric" not in rows:
+        return [""] * len(agg)
+    metric = pd.to_numeric(rows["metric"], errors="coerce")
+    samples, sweep = {}, {}
+    for key, part in group_rows(rows.assign(metric=metric), by):
+        key = (*key[:-1], config_label(key[-1]))  # the setting and its config, as the aggregate names them
+        samples[key] = part["metric"].dropna().tolist()
+        commands = part["command"].dropna().astype(str) if "command" in part else pd.Series(dtype=str)
+        sweep[key] = commands.mode().iloc[0] if len(commands) else ""
+    verdicts = {}
+    for command in set(sweep.values()):
+        family = {k: v for k, v in samples.items() if sweep[k] == command}
+        if len(family) > 1:
+            verdicts.update({k: v.text() for k, v in against_best(family, alpha).items()})
+    cols = [*by, "config"]
+    keys = agg[cols].astype(object).where(agg[cols].notna(), "").itertuples(index=False, name=None)
+    return [verdicts.get(tuple(k), "") for k in keys]
+
+
+def board_notes(agg: pd.DataFrame, alpha: float = ALPHA) -> str:
+    """What the spike-driven and significance columns mean, for under the table."""
+    notes = []
+    if "spike_driven" in agg and (agg["spike_driven"] == "no").any():
+        notes.append(f"spike-driven `no`: {int((agg['spike_driven'] == 'no').sum())} setting(s) had a weight layer "
+                     "reading non-spike values (listed in each record.json under energy.spike_driven).")
+    if "vs_best" in agg and agg["vs_best"].astype(bool).any():
+        notes.append(f"{VS_BEST}: mean minus the best mean among the settings of the same command; {TEST}, "
+                     f"p Holm-adjusted within the sweep; significant when p < {alpha:g}, else within noise.")
+    return "".join(f"\n{n}\n" for n in notes)
 
 
 def compare_reference(rows: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
@@ -67,8 +103,9 @@ def build_board(
     if "source" in rows:
         rows = rows[rows["source"].fillna("run") != "paper"]
     agg = aggregate(rows, by=by)
+    agg["vs_best"] = versus_best(rows, agg, by)
     table = display_table(agg, by)
-    markdown = to_markdown(table)
+    markdown = to_markdown(table) + board_notes(agg)
     comparison = None
     if reference is not None:
         comparison = compare_reference(rows, pd.read_csv(reference))

@@ -7,6 +7,8 @@
     step-board --build-reference                 # rebuild results/reference.csv from experiments/
     step-board --rebuild [--out-root DIR]        # add the rows missing from the board, from the runs' record.json
     step-board --migrate CSV                     # rewrite a board of an older schema to the current one
+    step-board --orderings                       # the paper orderings table (docs/ablations.md)
+    step-board --supersede suite=attention scale=cpu --since 2026-12-03T09:00:00+00:00 --because "re-run"
 
 The board runs append to is ``$STEP_RESULTS/leaderboard.csv`` when STEP_RESULTS is set, else the
 user board ``<output root>/leaderboard.csv`` (``$STEP_OUT`` or ``outputs/``): see step.config.paths.
@@ -63,6 +65,15 @@ def parser() -> argparse.ArgumentParser:
                    help="--rebuild: also take records made for another board")
     p.add_argument("--migrate", type=Path, metavar="CSV",
                    help="rewrite CSV (a leaderboard of an older schema) to the current schema, keeping CSV.bak; then exit")
+    p.add_argument("--orderings", action="store_true",
+                   help="test the papers' orderings on the rows (Welch's t-test over seeds); print the table, "
+                        "write orderings.md to the output folder, then exit")
+    p.add_argument("--supersede", nargs="+", metavar="TOKEN",
+                   help="move the rows whose command holds every TOKEN and that finished before --since to "
+                        "superseded.csv (refused unless an ok row of the re-run exists), then exit")
+    p.add_argument("--since", help="with --supersede: the re-run's start, ISO 8601 UTC (date -u +%%Y-%%m-%%dT%%H:%%M:%%S+00:00)")
+    p.add_argument("--because", default="superseded by a re-run of the same command",
+                   help="with --supersede: the reason kept in superseded.csv")
     return p
 
 
@@ -93,6 +104,16 @@ def main(argv: list[str] | None = None) -> int:
             for name, err in failed.items():
                 print(f"step-board: skipped experiment {name}: {err}", file=sys.stderr)
             return 1 if failed else 0
+        if args.supersede:
+            from step.results.supersede import supersede
+
+            if not args.since:
+                raise StepError("--supersede needs --since (when the re-run started).")
+            board = boards(args)[0]
+            archive = (args.out or Path(board).parent) / "superseded.csv"
+            moved = supersede(board, archive, args.supersede, args.since, args.because)
+            print(f"moved {moved} row(s) of `{' '.join(args.supersede)}` from {board} to {archive}")
+            return 0
         from step.results.board import build_board
 
         csvs = boards(args)
@@ -100,6 +121,18 @@ def main(argv: list[str] | None = None) -> int:
         if missing:
             raise StepError(f"no leaderboard at {', '.join(missing)}; run step-train first (rows are appended "
                             "there), pass --csv PATH, or --curated for results/leaderboard.csv.")
+        if args.orderings:
+            from step.results.aggregate import read_rows
+            from step.results.orderings import evaluate, render
+
+            table = evaluate(read_rows([str(c) for c in csvs]))
+            source = " + ".join(f"`{Path(c).parent.name}/{Path(c).name}`" for c in csvs)
+            out = args.out or Path(csvs[0]).parent
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "orderings.md").write_text(render(table, source))
+            print(render(table, source, short=True), end="")
+            print(f"wrote {out / 'orderings.md'}", file=sys.stderr)
+            return 0
         reference = None
         if args.compare_reference is not None:
             reference = Path(args.compare_reference) if args.compare_reference else res / "reference.csv"

@@ -1,6 +1,8 @@
 """Render aggregated leaderboard tables as Markdown and as one self-contained HTML page.
 
-Cells read ``mean ± std`` (std omitted when n=1); ``n`` is its own column. No third-party table
+Cells read ``mean ± std`` (std omitted when n=1); ``n`` is its own column. After it, when the
+rows have them: ``spike-driven`` (the audit's verdict, ``no`` marks a setting some run of which
+was not spike-driven) and ``vs best of its sweep`` (:mod:`step.results.significance`). No third-party table
 package is needed: the Markdown is written here, the HTML comes from pandas with figures inlined
 as base64 PNGs, so the page can be mailed or archived as one file.
 """
@@ -24,6 +26,10 @@ SHOWN = {
     "firing_rate": ("firing rate", "{:.3f}"),
     "params": ("params", "{:,.0f}"),
 }
+
+
+#: header of the significance column (step.results.significance)
+VS_BEST = "vs best of its sweep"
 
 
 def _missing(x) -> bool:
@@ -53,6 +59,9 @@ def display_table(agg: pd.DataFrame, by: Sequence[str], values: Sequence[str] = 
         stds = agg[f"{v}_std"] if v != "params" else [None] * len(agg)  # a setting's size does not vary
         out[header] = [mean_std(m, s, fmt) for m, s in zip(agg[f"{v}_mean"], stds)]
     out["n"] = agg["n"].astype(int)
+    for column, header in (("spike_driven", "spike-driven"), ("vs_best", VS_BEST)):
+        if column in agg and agg[column].map(lambda x: not _missing(x)).any():
+            out[header] = agg[column].map(lambda x: "" if _missing(x) else str(x))
     return out
 
 

@@ -14,16 +14,17 @@
 | metric_name, metric | the task's primary metric (e.g. ``top1``, in %) and its final test value |
 | energy_mj ... firing_rate | energy per inference (mJ) under the default, memory-aware, ANN-twin and INT8-twin models; synaptic ops; mean firing rate (all under the ``paper`` counting convention) |
 | energy_exact_mj | energy per inference (mJ) under the default model with the ``exact`` (event-driven, in-bounds fan-out) counting convention; added in version 3 |
+| spike_driven | ``yes``: every weight layer read spikes (binary, ternary or integer counts) apart from the encoding layer, the classifier head on pooled features and the inner layers of re-parameterisable chains; ``no``: some did (listed in the record under ``energy.spike_driven``); ``ann``: an ANN twin (no spiking neuron, not audited); empty: energy not measured. Added in version 4 |
 | epochs, wall_time_s, device | training length, seconds end to end, the device used |
 | status, error | ``ok``, ``failed``, ``diverged`` or ``interrupted``, and the error message |
 | record_path, command | the run's record.json (relative to the output root) and the command that made it |
 
 Version 2 added ``config_hash`` and made ``record_path`` relative; version 3 added
-``energy_exact_mj``. ``step-board --migrate CSV``
+``energy_exact_mj``; version 4 added ``spike_driven``. ``step-board --migrate CSV``
 rewrites a file of an older version (missing columns empty, or derived from the run's record).
 """
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 COLUMNS = [
     "schema_version",
@@ -53,6 +54,7 @@ COLUMNS = [
     "energy_int8_mj",
     "sops",
     "firing_rate",
+    "spike_driven",
     "epochs",
     "wall_time_s",
     "device",
