@@ -24,10 +24,19 @@ REGISTRY_GROUPS = {
     "task": "task",
 }
 
+#: the dataset group's batch recipe, applied by the training loop (step.engine.recipe), not by the
+#: dataset builder: any dataset config may hold them
+DATASET_RECIPE_KEYS = ("mixup", "cutmix", "label_smoothing", "mixup_prob", "mixup_switch_prob", "mixup_mode",
+                       "mixup_off_epoch")
+
 #: keys of a group consumed by the runner itself rather than passed to the builder
 RUNNER_KEYS = {
     "energy": {"name", "enabled", "encoder_per_step"},
+    "dataset": {"name", *DATASET_RECIPE_KEYS},
 }
+
+#: the keys of each kd option (conf/kd/*.yaml)
+KD_KEYS = {"none": {"name"}, "deit": {"name", "teacher", "type", "alpha", "tau"}}
 
 
 def group_params(cfg: DictConfig, group: str) -> dict[str, Any]:
@@ -96,3 +105,32 @@ def validate_config(cfg: DictConfig) -> None:
                  f"logger must be csv, wandb or none, got '{cfg.logger.name}'.")
     _check_range(t.get("eval_time_order", "normal") in ("normal", "reversed", "shuffled"),
                  f"trainer.eval_time_order must be normal, reversed or shuffled, got '{t.get('eval_time_order')}'.")
+    _check_range(cfg.optim.get("lr_base_batch") is None or cfg.optim.lr_base_batch >= 1,
+                 f"optim.lr_base_batch must be null or >= 1 (the batch optim.lr is given for), got {cfg.optim.get('lr_base_batch')}.")
+    _check_range(cfg.sched.cooldown_epochs >= 0 and cfg.sched.warmup_epochs >= 0,
+                 "sched.warmup_epochs and sched.cooldown_epochs must be >= 0.")
+    _check_recipe(cfg)
+
+
+def _check_recipe(cfg: DictConfig) -> None:
+    """Ranges of the dataset recipe keys and the kd group (what they do: step.engine.recipe)."""
+    d = cfg.dataset
+    for key in ("mixup", "cutmix"):
+        _check_range(float(d.get(key, 0.0)) >= 0, f"dataset.{key} (an alpha) must be >= 0, got {d.get(key)}.")
+    _check_range(0.0 <= float(d.get("label_smoothing", 0.0)) < 1.0,
+                 f"dataset.label_smoothing must be in [0, 1), got {d.get('label_smoothing')}.")
+    for key in ("mixup_prob", "mixup_switch_prob"):
+        _check_range(0.0 <= float(d.get(key, 0.5)) <= 1.0, f"dataset.{key} must be in [0, 1], got {d.get(key)}.")
+    _check_range(d.get("mixup_mode", "batch") in ("batch", "pair", "elem"),
+                 f"dataset.mixup_mode must be batch, pair or elem, got '{d.get('mixup_mode')}'.")
+    off = d.get("mixup_off_epoch")
+    _check_range(off is None or (isinstance(off, int) and off >= 0),
+                 f"dataset.mixup_off_epoch must be null or an epoch >= 0, got {off!r}.")
+    kd = cfg.get("kd")
+    if kd is None:
+        return
+    name = str(kd.get("name", ""))
+    _check_range(name in KD_KEYS, f"kd must be one of {', '.join(KD_KEYS)}, got '{name}'.")
+    extra = sorted(set(kd.keys()) - KD_KEYS[name])
+    _check_range(not extra, f"kd={name} has no option {', '.join(extra)}; valid: {', '.join(sorted(KD_KEYS[name]))}"
+                 + (" (choose kd=deit to distil)." if name == "none" else "."))

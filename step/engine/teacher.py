@@ -1,0 +1,91 @@
+"""The frozen teacher of a distillation run (``kd.teacher``).
+
+``kd.teacher`` is either
+
+* a registered model name (``step-list model``): built like the student from this run's neuron,
+  surrogate, backend and T, with the model's own attention and the data's classes and size, its
+  weights random (a plumbing check) unless the name is a STEP ``model.pt`` instead; or
+* the path of a STEP ``model.pt`` (written by ``step-train``): rebuilt from the config saved in it
+  (its own model, attention, neuron, T and encoder) and loaded with its weights.
+
+The teacher sits outside the student: not in the optimiser, not in the student's state_dict, not
+counted by the energy meter (which only ever wraps the student), always in eval mode with gradients
+off. It sees the same batch as the student (after mixing); a teacher built from this run's
+components takes the student's encoded input, a checkpoint teacher encodes the batch with its own
+encoder and T.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from step.data.base import DataBundle
+from step.errors import ConfigError
+
+
+class Teacher:
+    """``teacher(x, x_time_major) -> logits [B, K]`` under ``no_grad``, always in eval mode."""
+
+    def __init__(self, model: nn.Module, source: str, kind: str, encoder: nn.Module | None = None,
+                 modality: str = "image"):
+        self.model = model.eval().requires_grad_(False)
+        self.source, self.kind, self.encoder, self.modality = source, kind, encoder, modality
+
+    def to(self, device: torch.device) -> "Teacher":
+        self.model.to(device)
+        if self.encoder is not None:
+            self.encoder.to(device)
+        return self
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor, x_time_major: torch.Tensor) -> torch.Tensor:
+        from step.engine.loop import to_time_major
+
+        self.model.eval()
+        inputs = x_time_major if self.encoder is None else to_time_major(x, self.modality, self.encoder)
+        return self.model(inputs)
+
+    def describe(self) -> dict[str, Any]:
+        return {"teacher": self.source, "teacher_kind": self.kind,
+                "teacher_params": sum(p.numel() for p in self.model.parameters())}
+
+
+def build_teacher(cfg: DictConfig, bundle: DataBundle) -> Teacher:
+    """The teacher ``cfg.kd.teacher`` names (see the module docstring)."""
+    from step.engine import builders
+    from step.registry import MODELS, closest
+
+    name = cfg.kd.get("teacher")
+    if not name:
+        raise ConfigError("kd=deit needs kd.teacher: a registered model name (step-list model) or the path of a "
+                          "STEP model.pt.")
+    name = str(name)
+    if name in MODELS:
+        kwargs = builders.model_data_kwargs(name, bundle)
+        model = MODELS.build(name, neuron=builders.build_neuron_factory(cfg), **kwargs)
+        return Teacher(model, name, "registered model (random weights, this run's neuron and T)",
+                       modality=bundle.modality)
+    path = Path(name)
+    if not path.is_file():
+        guess = closest(name, MODELS.names())
+        hint = f" Did you mean '{guess}'?" if guess else ""
+        raise ConfigError(f"kd.teacher='{name}' is neither a registered model nor an existing model.pt file.{hint} "
+                          "Give a model name (step-list model) or the path of a model.pt written by step-train.")
+    from step.engine.evaluate import load_checkpoint
+
+    ckpt = load_checkpoint(path)
+    teacher_cfg = OmegaConf.create(ckpt["config"])
+    model = builders.build_model(teacher_cfg, bundle)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as err:
+        raise ConfigError(f"kd.teacher {path} does not fit this run's data ({bundle.name}, {bundle.num_classes} "
+                          f"classes): {err}") from None
+    encoder = builders.build_encoder(teacher_cfg)
+    return Teacher(model, str(path), f"STEP checkpoint ({teacher_cfg.model.name}, T={teacher_cfg.T}, "
+                   f"encoder {teacher_cfg.encoder.name})", encoder=encoder, modality=bundle.modality)
