@@ -13,8 +13,9 @@ dvs        D/2, D                  1 QK, L-1 Att        H/8, H/16
 
 Swappable stages: the blocks marked "Att" (the last stage) take the run's attention from the
 :class:`~step.attention.AttentionFactory` (``attention=...``); without one they use Spikformer's SSA
-with bias-free Q/K/V as QKFormer does (``ssa`` with ``qkv_bias=False``; note that
-``conf/attention/ssa.yaml`` sets ``qkv_bias: true``, which adds 3D parameters per block). The "QK"
+with bias-free Q/K/V as QKFormer does (``ssa`` with ``qkv_bias=False``, the
+``conf/attention/ssa_nobias.yaml`` that ``model=qkformer-*`` selects; ``attention=ssa`` adds 3D bias
+parameters per block). The "QK"
 blocks use the model's own ``qk_attention`` (default ``qk_token``, any registered attention name
 works, built with that attention's defaults). Blocks: x <- x + Attn(x); x <- x + MLP(x) (spike-add
 shortcut, both branches end in a neuron). Head: mean over tokens, then over T, then Linear.
@@ -31,7 +32,7 @@ from torch import nn
 
 from step.attention.factory import AttentionFactory
 from step.layers.fold import SeqModule
-from step.models.common import init_linear_trunc_normal, resolve_components
+from step.models.common import PerTimestepLogits, init_linear_trunc_normal, resolve_components
 from step.models.spikformer import SpikformerBlock
 from step.neurons.factory import NeuronFactory
 from step.registry import MODELS
@@ -104,7 +105,7 @@ def _stage_plan(layout: str, depth: int, dim: int) -> list[tuple[int, int, bool]
     return plan
 
 
-class QKFormer(nn.Module):
+class QKFormer(PerTimestepLogits, nn.Module):
     """Input ``[T, B, C, H, W]`` -> logits ``[B, num_classes]``; see the module doc for the stages."""
 
     def __init__(
@@ -162,7 +163,10 @@ class QKFormer(nn.Module):
         return features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.forward_features(x)[-1].flatten(3).mean(3).mean(0))
+        x = self.forward_features(x)[-1].flatten(3).mean(3)  # [T, B, D]
+        if self._timestep_output():
+            return self.head(x)  # [T, B, K] (TET)
+        return self.head(x.mean(0))
 
 
 MODELS.add("qkformer", QKFormer, paper=PAPER,

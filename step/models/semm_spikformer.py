@@ -8,8 +8,7 @@ of ``mlp_ratio * dim / 2``). SPS embedding, spike-add shortcuts and head are Spi
 The EMSP is part of this model. The attention comes from the run's
 :class:`~step.attention.AttentionFactory` (any attention fits); built without one the model uses
 ``semm`` with expert_dim 96 and 4 experts, STEP's configuration (7,739,242 parameters at 4-384 and
-10 classes). From the CLI, select ``attention=semm`` with the model (``conf/train.yaml`` defaults to
-``ssa``).
+10 classes); ``model=semm-spikformer*`` selects the same on the command line.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from step.attention.factory import AttentionFactory
 from step.layers.mlp import SpikingMLP
 from step.layers.patch_embed import SpikingPatchSplitting
 from step.layers.seq_embed import SpikingSeqEmbed
-from step.models.common import resolve_components, init_linear_trunc_normal
+from step.models.common import PerTimestepLogits, resolve_components, init_linear_trunc_normal
 from step.neurons.factory import NeuronFactory
 from step.registry import MODELS
 
@@ -27,7 +27,7 @@ class SpikformerBlock(nn.Module):
         return x + self.mlp(x)
 
 
-class Spikformer(nn.Module):
+class Spikformer(PerTimestepLogits, nn.Module):
     """Input ``[T, B, C, H, W]`` -> logits ``[B, num_classes]`` (mean over tokens, then over T).
 
     ``embed_stages`` is the number of conv stages of the patch splitting (4 in the paper; the
@@ -89,7 +89,10 @@ class Spikformer(nn.Module):
         return x  # [T, B, N, D]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.forward_features(x).mean(2).mean(0))
+        x = self.forward_features(x).mean(2)  # [T, B, D]
+        if self._timestep_output():
+            return self.head(x)  # [T, B, K] (TET)
+        return self.head(x.mean(0))
 
 
 MODELS.add("spikformer", Spikformer, paper="Spikformer (Zhou et al., ICLR 2023)",
