@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from step.attention.factory import AttentionFactory
+from step.errors import ConfigError
 from step.layers.mlp import SpikingMLP
 from step.layers.patch_embed import SpikingPatchSplitting
 from step.layers.seq_embed import SpikingSeqEmbed
@@ -66,6 +67,9 @@ class Spikformer(PerTimestepLogits, nn.Module):
         self.num_classes = num_classes
         self.modality = modality
         if modality == "sequence":
+            if embed_stages != 4:  # the 1-D embedding has SPS's four conv stages, always
+                raise ConfigError(f"spikformer: embed_stages={embed_stages} cuts the 2-D patch splitting; the sequence "
+                                  "embedding always has 4 stages. Leave model.embed_stages=4 for sequence datasets.")
             self.patch_embed = SpikingSeqEmbed(in_chans, dim, patch_size, neuron)
         else:
             if img_size % patch_size:

@@ -1,0 +1,131 @@
+"""Every value of every shipped experiment and suite is consumed by the run that composes it.
+
+Each experiment (``experiments/experiment/*``) and each job of each suite at ``scale=cpu``
+(``experiments/suite/*``) is composed, shrunk (smallest model width, T <= 2, one batch of 4 in each
+of two epochs, 32 px), and run for real on tiny fakes of its datasets written in their on-disk formats
+(CIFAR pickles, MNIST idx, an ImageNet tree of 1,000 one-image classes, AEDAT4 and .npy event
+recordings) or the embedded sets. :mod:`config_reads` records which leaves of the composed config
+the run read, following values handed to builders until code uses them; a leaf never read fails
+the test with its key. Keys that are metadata on purpose are declared in ``METADATA`` with why.
+
+A fast subset (four experiments covering the recipe features and data kinds, one suite job) runs in
+``make test``; the whole sweep (every experiment, every job of every suite's CPU grid) is marked slow.
+Run against the code before the recipe reached the loop, the fast subset failed with
+``experiment=spikformer-imagenet: the run never read ['dataset.cutmix', 'dataset.label_smoothing',
+'dataset.mixup', 'optim.momentum']``.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from config_reads import track_reads, unread
+from step.config import compose
+from step.config.paths import experiments_dir
+from step.engine import run
+from tiny import tiny_model, write_cifar, write_imagenet, write_mnist
+
+#: leaves that no run reads on purpose, with the reason (prefixes cover their sub-keys)
+METADATA = {
+    "reference": "published numbers of an experiment, copied into the record for comparison",
+    "tags": "labels for the user's own bookkeeping",
+    # every conf/energy/*.yaml holds the same keys (tests/test_energy_cli.py); the chosen model reads its own
+    # and records the rest. simple45 charges E_MAC / E_AC only: the memory and Lemaire models' constants
+    # below do not act under energy=simple45 (they act under energy=memory / energy=lemaire).
+    "energy.e_bit": "memory/Lemaire constant, unused by simple45",
+    "energy.weight_bits": "memory/Lemaire constant, unused by simple45",
+    "energy.membrane_bits": "memory/Lemaire constant, unused by simple45",
+    "energy.weight_reuse": "memory-model constant, unused by simple45",
+    "energy.fifo_words": "Lemaire constant, unused by simple45",
+}
+
+EXPERIMENTS = sorted(p.stem for p in (experiments_dir() / "experiment").glob("*.yaml"))
+SUITES = sorted(p.stem for p in (experiments_dir() / "suite").glob("*.yaml"))
+#: the fast subset: mixup + cutmix + smoothing on an ImageNet tree and on CIFAR pickles, event frames, sequences
+FAST = {"spikformer-imagenet", "qkformer-cifar10", "sdt-cifar10dvs", "spikformer-smnist"}
+#: the suites' fast subset: the first job of this suite
+FAST_SUITES = {"attention"}
+
+
+def _write_events(root) -> None:
+    import numpy as np
+
+    from test_data_events import EVENTS, aedat4_bytes
+
+    for c, cls in enumerate(("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")):
+        folder = root / "CIFAR10DVS" / cls
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(10):  # 9:1 per class: 9 train, 1 test
+            (folder / f"cifar10_{cls}_{i}.aedat4").write_bytes(aedat4_bytes(*EVENTS))
+    xs, ys, ps, ts = EVENTS
+    for split, user in (("ibmGestureTrain", "user01_fluorescent"), ("ibmGestureTest", "user24_led")):
+        folder = root / "DVSGesture" / split / user
+        folder.mkdir(parents=True, exist_ok=True)
+        for label in range(11):
+            np.save(folder / f"{label}.npy", np.stack([xs, ys, ps, np.asarray(ts) // 100], 1).astype(np.int64))
+
+
+@pytest.fixture(scope="session")
+def fake_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fake-data")
+    write_cifar(root, "cifar10")
+    write_cifar(root, "cifar100")
+    write_mnist(root)
+    write_imagenet(root)
+    _write_events(root)
+    return root
+
+
+def tiny(cfg) -> list[str]:
+    """Overrides that shrink a composed config without removing or adding a key."""
+    out = tiny_model(cfg.model) + [
+        f"T={min(int(cfg.T), 2)}", "trainer.epochs=2", "trainer.max_batches=1", "trainer.batch_size=4",
+        "trainer.eval_batch_size=512", "trainer.device=cpu", "trainer.precision=32", "trainer.progress=false",
+        "trainer.compile=false", "trainer.compile_neurons=false", "sched.cooldown_epochs=0"]
+    size = cfg.dataset.get("img_size")
+    if size is not None and size > 32 and cfg.task.name == "classification":
+        out.append("dataset.img_size=32")
+    for key in ("n_train", "n_test"):
+        if key in cfg.dataset:
+            out.append(f"dataset.{key}=8")
+    return out
+
+
+def check_consumed(overrides: list[str], fake_data, monkeypatch) -> None:
+    monkeypatch.setenv("STEP_DATA", str(fake_data))
+    cfg = compose(overrides)
+    cfg = compose(overrides + tiny(cfg))
+    with track_reads() as reads:
+        run(cfg)
+    missed = unread(cfg, reads, ignore=tuple(METADATA))
+    assert not missed, f"{' '.join(overrides)}: the run never read {missed}"
+
+
+def _params(names, fast):
+    return [pytest.param(n, marks=() if n in fast else pytest.mark.slow) for n in names]
+
+
+@pytest.mark.parametrize("experiment", _params(EXPERIMENTS, FAST))
+def test_every_value_of_the_experiment_is_read(experiment, fake_data, monkeypatch):
+    check_consumed([f"experiment={experiment}"], fake_data, monkeypatch)
+
+
+def suite_jobs() -> list[tuple[str, list[str], bool]]:
+    from test_sweeps import compose_full, grid
+
+    jobs = []
+    for suite in SUITES:
+        params = dict(compose_full([f"suite={suite}", "scale=cpu"]).hydra.sweeper.params)
+        params["seed"] = str(params["seed"]).split(",")[0]
+        for i, job in enumerate(grid(params)):
+            jobs.append((suite, job, i == 0 and suite in FAST_SUITES))
+    return jobs
+
+
+SUITE_JOBS = suite_jobs()
+
+
+@pytest.mark.parametrize("suite,job", [pytest.param(s, j, marks=() if first else pytest.mark.slow, id=f"{s}:{','.join(j)}")
+                                       for s, j, first in SUITE_JOBS])
+def test_every_value_of_each_suite_job_is_read(suite, job, fake_data, monkeypatch):
+    check_consumed([f"suite={suite}", "scale=cpu", *job], fake_data, monkeypatch)
