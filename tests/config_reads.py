@@ -11,7 +11,8 @@ Two ways a value leaves the config, both watched while :func:`track_reads` is ac
   it (compares, hashes, converts, computes, formats, iterates, calls a method). A value that is only
   passed along and stored (the mixup bug: alphas copied into a field nobody reads) is never marked.
   ``bool`` and ``None`` cannot be subclassed; those leaves count as read when handed over, and
-  ``int`` leaves also when a ``step`` module hands them to ``range`` (consumed in C otherwise).
+  ``int`` leaves also when a ``step`` module hands them to ``range`` (consumed in C otherwise), and
+  every value that names a cache (``step.data.paths.params_key``: a cached dataset built from them).
 
 ``OmegaConf.to_container`` of the root (the run record's copy of the config) marks nothing: writing a
 value into the record is not applying it. Nor do reads while the config is validated
@@ -75,6 +76,9 @@ def _tracer_type(base: type) -> type:
 
         def method(self, *args, **kwargs):
             _mark(object.__getattribute__(self, "_step_key"))
+            for other in args:  # the other operand of a binary operation is used too
+                if isinstance(other, _TRACED_TYPES):
+                    _mark(object.__getattribute__(other, "_step_key"))
             return original(self, *args, **kwargs)
 
         method.__name__ = name
@@ -100,8 +104,33 @@ def _tracer_type(base: type) -> type:
     return type(f"Traced{base.__name__.title()}", (base,), namespace)
 
 
+_TRACED_TYPES: tuple = ()
 TRACERS = {float: _tracer_type(float), int: _tracer_type(int), str: _tracer_type(str)}
 TracedList = _tracer_type(list)
+_TRACED_TYPES = (*TRACERS.values(), TracedList)
+
+
+def _mark_all(value: Any) -> None:
+    """Mark every traced value inside ``value`` (a dict, list or single value)."""
+    if isinstance(value, _TRACED_TYPES):
+        _mark(object.__getattribute__(value, "_step_key"))
+    if isinstance(value, dict):
+        for v in value.values():
+            _mark_all(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _mark_all(v)
+
+
+def _keyed(fn):
+    """``fn(params, ...)`` that names a cache after ``params``: those values select what is loaded."""
+
+    def wrapper(params, *args, **kwargs):
+        _mark_all(params)
+        return fn(params, *args, **kwargs)
+
+    wrapper._step_original = fn
+    return wrapper
 
 
 def _traced(value: Any, key: str) -> Any:
@@ -142,11 +171,18 @@ def _patch_range() -> list:
 
     load_builtins()  # every component module, so each gets the counting range
 
+    from step.data.paths import params_key
+
     patched = []
     for name, module in list(sys.modules.items()):
-        if (name == "step" or name.startswith("step.")) and module is not None and "range" not in vars(module):
+        if not (name == "step" or name.startswith("step.")) or module is None:
+            continue
+        if "range" not in vars(module):
             module.range = _counting_range
-            patched.append(module)
+            patched.append((module, "range", None))
+        if vars(module).get("params_key") is params_key:
+            module.params_key = _keyed(params_key)
+            patched.append((module, "params_key", params_key))
     return patched
 
 
@@ -188,8 +224,11 @@ def track_reads() -> Iterator[Reads]:
     finally:
         for name, fn in silenced.items():
             setattr(runner, name, fn)
-        for module in patched:
-            del module.range
+        for module, name, original in patched:
+            if original is None:
+                delattr(module, name)
+            else:
+                setattr(module, name, original)
         OmegaConf.to_container = staticmethod(real_to_container)
         DictConfig._get_impl = real_get_impl
         _active.pop()

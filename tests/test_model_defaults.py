@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from step.config import compose, validate_config
 from step.config.validate import group_params
@@ -28,9 +29,8 @@ OWN = {"spikformer": ("ssa", True), "sdt": ("sdsa1", None), "meta-spikeformer": 
 
 
 def _cli_build(overrides):
-    cfg = compose(overrides)
-    validate_config(cfg)
-    cfg = compose(overrides + tiny_model(cfg.model))
+    model = next(o.split("=", 1)[1] for o in overrides if o.startswith("model="))
+    cfg = compose(overrides + tiny_model(OmegaConf.load(CONF / f"{model}.yaml")))
     validate_config(cfg)
     kwargs = {**group_params(cfg, "model"), **DATA}
     torch.manual_seed(0)

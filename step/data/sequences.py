@@ -32,7 +32,7 @@ SEQ_MODES = ("pixel", "row")
 
 def fixed_permutation(length: int, seed: int) -> torch.Tensor:
     """A permutation of ``range(length)`` that depends only on ``seed``."""
-    return torch.randperm(length, generator=torch.Generator().manual_seed(seed))
+    return torch.randperm(length, generator=torch.Generator().manual_seed(int(seed)))
 
 
 def image_to_sequence(x: torch.Tensor, mode: str, permutation: torch.Tensor | None = None) -> torch.Tensor:

@@ -53,14 +53,13 @@ class Recipe:
             return self.distill(output, target, self.teacher(x, x_time_major))
         return self.criterion(output, target)
 
-    @staticmethod
-    def logits(output: Any) -> Any:
-        """What the training metrics see: the time average, the mean of the class and distillation heads."""
-        from step.tasks.criterion import time_mean
-
-        if isinstance(output, (tuple, list)):
-            return (time_mean(output[0]) + time_mean(output[1])) / 2
-        return time_mean(output) if torch.is_tensor(output) else output
+    def logits(self, output: Any) -> Any:
+        """What the training metrics see: the model's output as evaluation would give it (per-timestep
+        logits averaged over T, the class and distillation heads averaged)."""
+        if isinstance(output, tuple):
+            cls, dist = output
+            return ((cls.mean(0) + dist.mean(0)) if self.per_timestep else (cls + dist)) / 2
+        return output.mean(0) if self.per_timestep else output
 
     def to(self, device: torch.device) -> "Recipe":
         if self.teacher is not None:
