@@ -95,6 +95,8 @@ def tiny(cfg) -> list[str]:
     for key in ("n_train", "n_test"):
         if key in cfg.dataset:
             out.append(f"dataset.{key}=8")
+    if cfg.get("kd") is not None and cfg.kd.name != "none":  # no released teacher here: a tiny registered one
+        out.append("kd.teacher=meta-spikeformer-tiny")
     return out
 
 

@@ -2,20 +2,17 @@
 
 :func:`build_recipe` reads every recipe key of the config and decides, in this one place:
 
-=====================================  ===================================================================
-config                                 what the loop does
-=====================================  ===================================================================
-``dataset.mixup`` / ``cutmix`` > 0     mixes each training batch with timm's ``Mixup`` (images and event
-(``mixup_prob``, ``mixup_switch_prob``,  frames, :class:`step.data.mixup.BatchMixer`); the targets become soft
-``mixup_mode``, ``mixup_off_epoch``)   vectors and the criterion soft-target cross-entropy; no mixing from
-                                       epoch ``mixup_off_epoch`` on
-``dataset.label_smoothing``            smooths the targets (inside the mixed targets, or in the
-                                       cross-entropy of hard labels); the task has no smoothing of its own
-``task.loss=tet`` (``tet_lambda``,     the model returns per-timestep logits while training and the loss is
-``tet_means``)                         TET (:class:`step.tasks.criterion.TETLoss`)
-``kd=deit`` (``kd.teacher``,           a frozen teacher (:mod:`step.engine.teacher`) and DeiT distillation
-``type``, ``alpha``, ``tau``)          around the base loss (:class:`step.tasks.criterion.DistillationLoss`)
-=====================================  ===================================================================
+* ``dataset.mixup`` / ``dataset.cutmix`` > 0 (with ``mixup_prob``, ``mixup_switch_prob``,
+  ``mixup_mode``, ``mixup_off_epoch``): each training batch is mixed by timm's ``Mixup`` (images and
+  event frames, :class:`step.data.mixup.BatchMixer`), the targets become soft vectors and the
+  criterion soft-target cross-entropy; from epoch ``mixup_off_epoch`` on nothing is mixed;
+* ``dataset.label_smoothing``: the targets are smoothed (inside the mixed targets, or in the
+  cross-entropy of hard labels); the task has no smoothing of its own;
+* ``task.loss=tet`` (``tet_lambda``, ``tet_means``): the model returns per-timestep logits while
+  training and the loss is TET (:class:`step.tasks.criterion.TETLoss`);
+* ``kd=deit`` (``kd.teacher``, ``type``, ``alpha``, ``tau``): a frozen teacher
+  (:mod:`step.engine.teacher`) and DeiT distillation around the base loss
+  (:class:`step.tasks.criterion.DistillationLoss`).
 
 Dense tasks (segmentation, detection) train with their task's own loss; asking them for mixing,
 smoothing, TET or distillation is refused, as is mixing sequences. Evaluation always uses the task's

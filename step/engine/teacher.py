@@ -3,8 +3,8 @@
 ``kd.teacher`` is either
 
 * a registered model name (``step-list model``): built like the student from this run's neuron,
-  surrogate, backend and T, with the model's own attention and the data's classes and size, its
-  weights random (a plumbing check) unless the name is a STEP ``model.pt`` instead; or
+  surrogate, backend and T, with the model's own attention and the data's classes and size, and
+  random weights (for plumbing checks and tests; a trained teacher is given as its ``model.pt``); or
 * the path of a STEP ``model.pt`` (written by ``step-train``): rebuilt from the config saved in it
   (its own model, attention, neuron, T and encoder) and loaded with its weights.
 
