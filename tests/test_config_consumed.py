@@ -139,3 +139,12 @@ SUITE_JOBS = suite_jobs()
                                        for s, j, first in SUITE_JOBS])
 def test_every_value_of_each_suite_job_is_read(suite, job, fake_data, monkeypatch):
     check_consumed([f"suite={suite}", "scale=cpu", *job], fake_data, monkeypatch)
+
+
+def test_every_value_of_a_run_with_every_recipe_feature_is_read(fake_data, monkeypatch):
+    """Mixup + cutmix with an off epoch, smoothing, TET, soft distillation, LAMB with the lr rule and a
+    per-iteration schedule, all at once: each of their keys acts."""
+    check_consumed(["experiment=demo", "dataset.mixup=0.5", "dataset.cutmix=1.0", "dataset.mixup_off_epoch=1",
+                    "dataset.label_smoothing=0.1", "task.loss=tet", "task.tet_lambda=0.1", "kd=deit", "kd.type=soft",
+                    "kd.tau=2.0", "kd.alpha=0.3", "optim=lamb", "optim.trust_clip=true", "optim.lr_base_batch=64",
+                    "sched.per_iteration=true", "sched.warmup_epochs=1"], fake_data, monkeypatch)
