@@ -185,3 +185,16 @@ def test_per_timestep_logits_average_to_the_default_output(name, kwargs):
         assert model(x).shape == (2, 5)  # evaluation averages whatever the flag
     assert default.shape == (2, 5) and per_t.shape == (4, 2, 5)
     torch.testing.assert_close(per_t.mean(0), default, rtol=1e-5, atol=1e-6)
+    # the default forward is still the model's own head, computed as before (bit for bit)
+    model.per_timestep_logits = False
+    with torch.no_grad():
+        feats = model.forward_features(x)
+        if name in ("spikformer", "semm-spikformer"):
+            before = model.head(feats.mean(2).mean(0))
+        elif name == "sdt":
+            before = model.head(model.head_lif(feats.mean(2))).mean(0)
+        elif name == "qkformer":
+            before = model.head(feats[-1].flatten(3).mean(3).mean(0))
+        else:
+            before = model.head(model.head_lif(feats[-1].flatten(-2).mean(-1))).mean(0)
+        assert torch.equal(model(x), before)
