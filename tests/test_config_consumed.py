@@ -31,13 +31,11 @@ METADATA = {
     "reference": "published numbers of an experiment, copied into the record for comparison",
     "tags": "labels for the user's own bookkeeping",
     # every conf/energy/*.yaml holds the same keys (tests/test_energy_cli.py); the chosen model reads its own
-    # and records the rest. simple45 charges E_MAC / E_AC only: the memory and Lemaire models' constants
-    # below do not act under energy=simple45 (they act under energy=memory / energy=lemaire).
-    "energy.e_bit": "memory/Lemaire constant, unused by simple45",
-    "energy.weight_bits": "memory/Lemaire constant, unused by simple45",
-    "energy.membrane_bits": "memory/Lemaire constant, unused by simple45",
-    "energy.weight_reuse": "memory-model constant, unused by simple45",
-    "energy.fifo_words": "Lemaire constant, unused by simple45",
+    # and records the rest. These word sizes act under energy=memory / energy=lemaire, not under the
+    # default simple45 (E_MAC x MACs + E_AC x SOPs), which every shipped experiment uses.
+    "energy.weight_bits": "memory/Lemaire word size, unused by simple45",
+    "energy.membrane_bits": "memory/Lemaire word size, unused by simple45",
+    "energy.fifo_words": "Lemaire FIFO size, unused by simple45 and memory",
 }
 
 #: leaves that a run cannot read in one setting, by design: (key, when, why)
