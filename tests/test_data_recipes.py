@@ -247,3 +247,30 @@ def test_event_augment_applies_to_training_frames_only(tmp_path):
     torch.manual_seed(0)
     x = both.train[0][0]
     assert x.shape == (2, 2, 34, 34) and math.isclose(float(x.min()), 0.0)
+
+
+def test_imagefolder_builder_takes_the_crop_keys(tmp_path):
+    for split in ("train", "val"):
+        for k, cls in enumerate(["ant", "bee"]):
+            folder = tmp_path / "pets" / split / cls
+            folder.mkdir(parents=True)
+            Image.fromarray(np.full((40, 48, 3), 60 * k + 10, dtype=np.uint8)).save(folder / "0.png")
+    bundle = DATASETS.build("imagefolder", root=str(tmp_path), path="pets", img_size=32, crop_pct=0.95,
+                            crop_scale=[1.0, 1.0], normalize=True)
+    test_ops, train_ops = bundle.test.transform.transforms, bundle.train.transform.transforms
+    assert test_ops[0].size == 33  # floor(32 / 0.95)
+    assert train_ops[0].scale == (1.0, 1.0)
+    x, y = bundle.test[1]  # bee: constant 70 in every channel, standardised with ImageNet's statistics
+    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+    torch.testing.assert_close(x[:, 5, 5], (70 / 255 - mean) / std, rtol=0, atol=1e-5)
+
+
+def test_sequences_normalise_the_images_before_reading_them(tmp_path):
+    from test_data_vision import write_mnist
+
+    sets = write_mnist(tmp_path)
+    plain = DATASETS.build("smnist", root=str(tmp_path)).train[1][0]
+    normed = DATASETS.build("smnist", root=str(tmp_path), normalize=True).train[1][0]
+    raw = torch.from_numpy(sets["train"][0][1].reshape(-1).astype(np.float32) / 255)
+    torch.testing.assert_close(plain[:, 0], raw)
+    torch.testing.assert_close(normed[:, 0], (raw - 0.1307) / 0.3081, rtol=0, atol=1e-5)
