@@ -74,7 +74,7 @@ reproduce-qkformer-cifar100: install ## QKFormer HST-4-384 on CIFAR-100, T=4 (ne
 	$(VENV)/bin/step-train -m experiment=qkformer-cifar100 seed=0,1,2
 reproduce-qkformer-cifar10dvs: install ## QKFormer HST-2-256 (mlp ratio 1) on CIFAR10-DVS, T=16 (needs the dataset under STEP_DATA and a GPU; seeds 0,1,2)
 	$(VENV)/bin/step-train -m experiment=qkformer-cifar10dvs seed=0,1,2
-reproduce-qkformer-dvsgesture: install ## QKFormer HST-2-256 on DVS128 Gesture, T=16 (needs the dataset under STEP_DATA and a GPU; seeds 0,1,2)
+reproduce-qkformer-dvsgesture: install ## QKFormer HST-2-256 (mlp ratio 4, as released) on DVS128 Gesture, T=16 (needs the dataset under STEP_DATA and a GPU; seeds 0,1,2)
 	$(VENV)/bin/step-train -m experiment=qkformer-dvsgesture seed=0,1,2
 reproduce-qkformer-imagenet: install ## QKFormer HST-10-768 on ImageNet-1K at 224 px, T=4 (needs the dataset under STEP_DATA and a GPU; seeds 0,1,2)
 	$(VENV)/bin/step-train -m experiment=qkformer-imagenet seed=0,1,2
@@ -82,7 +82,7 @@ reproduce-sdt-cifar10: install ## Spike-driven Transformer (SDT v1) 2-512 on CIF
 	$(VENV)/bin/step-train -m experiment=sdt-cifar10 seed=0,1,2
 reproduce-sdt-cifar100: install ## SDT v1 2-512 on CIFAR-100, T=4 (needs the dataset under STEP_DATA and a GPU; seeds 0,1,2)
 	$(VENV)/bin/step-train -m experiment=sdt-cifar100 seed=0,1,2
-reproduce-sdt-cifar10dvs: install ## SDT v1 2-256 on CIFAR10-DVS at 64x64, T=16 (needs the dataset under STEP_DATA and a GPU; seeds 0,1,2)
+reproduce-sdt-cifar10dvs: install ## SDT v1 2-256 on CIFAR10-DVS at 64x64, T=10 with TET and Erode pooling (the released run) (needs the dataset under STEP_DATA and a GPU; seeds 0,1,2)
 	$(VENV)/bin/step-train -m experiment=sdt-cifar10dvs seed=0,1,2
 reproduce-sdt-dvsgesture: install ## SDT v1 2-256 on DVS128 Gesture at 128x128, T=16, pooling 0111 (needs the dataset under STEP_DATA and a GPU; seeds 0,1,2)
 	$(VENV)/bin/step-train -m experiment=sdt-dvsgesture seed=0,1,2
@@ -100,7 +100,7 @@ reproduce-spikformer-cifar10dvs: install ## Spikformer-2-256 (16 heads) on CIFAR
 	$(VENV)/bin/step-train -m experiment=spikformer-cifar10dvs seed=0,1,2
 reproduce-spikformer-dvsgesture: install ## Spikformer-2-256 (16 heads) on DVS128 Gesture, T=16 (needs the dataset under STEP_DATA and a GPU; seeds 0,1,2)
 	$(VENV)/bin/step-train -m experiment=spikformer-dvsgesture seed=0,1,2
-reproduce-spikformer-imagenet: install ## Spikformer-8-768 on ImageNet-1K at 224 px, T=4 (needs the dataset under STEP_DATA and a GPU; seeds 0,1,2)
+reproduce-spikformer-imagenet: install ## Spikformer-8-512 (the released config) on ImageNet-1K at 224 px, T=4 (needs the dataset under STEP_DATA and a GPU; seeds 0,1,2)
 	$(VENV)/bin/step-train -m experiment=spikformer-imagenet seed=0,1,2
 reproduce-spikformer-psmnist: install ## Spikformer-4-384 on psMNIST (read pixel by pixel), T=4, the CIFAR recipe without image augmentation (STEP section 4.1, sequential table) (needs the dataset under STEP_DATA and a GPU; seeds 0,1,2)
 	$(VENV)/bin/step-train -m experiment=spikformer-psmnist seed=0,1,2

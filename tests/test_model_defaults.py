@@ -26,6 +26,10 @@ DATA = dict(num_classes=10, in_chans=3, img_size=32)
 #: the paper attention of each family (conf/model/*.yaml; README "each model with its own attention")
 OWN = {"spikformer": ("ssa", True), "sdt": ("sdsa1", None), "meta-spikeformer": ("sdsa3", None),
        "qkformer": ("ssa", False), "semm-spikformer": ("semm", True)}
+#: registered Spikformers whose released code builds Q/K/V without bias (ZK-Zhou/spikformer
+#: imagenet/model.py; cifar10dvs/model.py, which also scales the attention by 0.25 instead of 0.125)
+RELEASED_SSA = {"spikformer-8-384": ("ssa", False, 0.125), "spikformer-8-512": ("ssa", False, 0.125),
+                "spikformer-8-768": ("ssa", False, 0.125), "spikformer-2-256": ("ssa", False, 0.25)}
 
 
 def _cli_build(overrides):
@@ -56,8 +60,12 @@ def test_cli_build_equals_python_build(conf):
 @pytest.mark.parametrize("conf", [c for c in MODEL_CONFS if c != "int8-twin" and not c.endswith("-int8")])
 def test_model_alone_selects_its_paper_attention(conf):
     cfg = compose([f"model={conf}"])
-    family = max((f for f in OWN if conf == f or conf.startswith(f + "-")), key=len)
-    name, qkv_bias = OWN[family]
+    if conf in RELEASED_SSA:
+        name, qkv_bias, scale = RELEASED_SSA[conf]
+        assert cfg.attention.scale == scale
+    else:
+        family = max((f for f in OWN if conf == f or conf.startswith(f + "-")), key=len)
+        name, qkv_bias = OWN[family]
     assert cfg.attention.name == name and cfg.attention.get("qkv_bias") == qkv_bias
 
 

@@ -59,6 +59,26 @@ def _check_range(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def check_encoder_input(cfg: DictConfig) -> None:
+    """Refuse a dataset that standardises its images (``normalize``, or random erasing with noise)
+    in front of an encoder that codes intensities in [0, 1] (rate, latency, phase, delta)."""
+    data = cfg.dataset
+    encoder = str(cfg.encoder.name)
+    if getattr(ALL_REGISTRIES["encoder"].get(encoder), "accepts_normalized", False):
+        return
+    if data.get("normalize", False):
+        raise ConfigError(
+            f"dataset.normalize=true standardises the images with the dataset mean and std, but encoder "
+            f"'{encoder}' codes intensities in [0, 1]; use encoder=direct (the released recipes' encoding) "
+            "or set dataset.normalize=false."
+        )
+    if data.get("reprob", 0) and data.get("remode", "const") != "const":
+        raise ConfigError(
+            f"dataset.remode={data.get('remode')} erases boxes with normal noise, outside the [0, 1] intensities "
+            f"encoder '{encoder}' codes; use dataset.remode=const (black boxes) or encoder=direct."
+        )
+
+
 def validate_config(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` for the first problem found in ``cfg``."""
     for group, kind in REGISTRY_GROUPS.items():
@@ -75,6 +95,7 @@ def validate_config(cfg: DictConfig) -> None:
             params = {**params, "T": 1}
         registry.check_kwargs(name, params)  # raises UnknownNameError / ConfigError
 
+    check_encoder_input(cfg)
     backend = _require_name(cfg, "backend")
     BACKENDS.entry(backend)  # raises for an unknown backend, with the valid names
     if "energy" in cfg and cfg.energy.get("enabled", True):

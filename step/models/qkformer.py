@@ -20,6 +20,12 @@ blocks use the model's own ``qk_attention`` (default ``qk_token``, any registere
 works, built with that attention's defaults). Blocks: x <- x + Attn(x); x <- x + MLP(x) (spike-add
 shortcut, both branches end in a neuron). Head: mean over tokens, then over T, then Linear.
 
+``released_stage3_lif=True`` reproduces the released code's stage-3 attention, whose output
+neuron runs over the folded ``[T*B, C, N]`` tensor (membrane carried from one sample into the next,
+so eval logits depend on the batch; ``ssa`` with ``proj_lif_over_batch``). Off by default: the
+paper's neuron runs over T for each sample. Turn it on to evaluate released checkpoints as they
+were evaluated (their published numbers were measured that way); it needs ``attention=ssa``.
+
 ``forward_features(x)`` returns one feature map per stage, ``[T, B, C_i, H_i, W_i]`` (the stage's
 output, integer spike counts from the residual stream), with ``feature_info`` giving each stage's
 ``num_chs`` and ``reduction`` (input size / H_i), for dense-task heads (FPN, detection).
@@ -31,6 +37,7 @@ import torch
 from torch import nn
 
 from step.attention.factory import AttentionFactory
+from step.errors import ConfigError
 from step.layers.fold import SeqModule
 from step.models.common import PerTimestepLogits, init_linear_trunc_normal, resolve_components
 from step.models.spikformer import SpikformerBlock
@@ -119,12 +126,20 @@ class QKFormer(PerTimestepLogits, nn.Module):
         mlp_ratio: float = 4.0,
         layout: str = "cifar",
         qk_attention: str = "qk_token",
+        released_stage3_lif: bool = False,
         neuron: NeuronFactory | None = None,
         attention: AttentionFactory | None = None,
     ):
         super().__init__()
         if attention is None:
             attention = AttentionFactory("ssa", qkv_bias=False)
+        self.released_stage3_lif = bool(released_stage3_lif)
+        if self.released_stage3_lif:
+            if attention.name != "ssa":
+                raise ConfigError(f"qkformer: released_stage3_lif reproduces the released stage-3 SSA, but the "
+                                  f"stage-3 attention is '{attention.name}'; use attention=ssa or "
+                                  "model.released_stage3_lif=false.")
+            attention = AttentionFactory("ssa", **{**attention.params, "proj_lif_over_batch": True})
         neuron, attention = resolve_components(neuron, attention)
         divisor = 16 if layout == "dvs" else 8  # the stem's narrowest conv is dim / divisor wide
         if dim % divisor:

@@ -102,22 +102,37 @@ class Spikformer(PerTimestepLogits, nn.Module):
 MODELS.add("spikformer", Spikformer, paper="Spikformer (Zhou et al., ICLR 2023)",
            description="Spikformer of any depth and width (depth, dim, heads, patch_size, ...)")
 
+#: the released ImageNet and CIFAR10-DVS models build Q, K and V as bias-free 1x1 convolutions
+#: (ZK-Zhou/spikformer imagenet/model.py, cifar10dvs/model.py); the DVS attention also scales by 0.25
+_NO_QKV_BIAS = AttentionFactory("ssa", qkv_bias=False)
+_DVS_ATTENTION = AttentionFactory("ssa", qkv_bias=False, scale=0.25)
+
 _VARIANTS = {
-    # name: (depth, dim, heads, patch_size, img_size)  -- the paper's configurations
-    "spikformer-4-384": (4, 384, 12, 4, 32),
-    "spikformer-4-256": (4, 256, 8, 4, 32),
-    "spikformer-2-384": (2, 384, 12, 4, 32),
-    "spikformer-2-256": (2, 256, 16, 16, 128),
+    # name: (depth, dim, heads, patch_size, img_size, in_chans, attention)  -- the paper's configurations
+    "spikformer-4-384": (4, 384, 12, 4, 32, 3, None),
+    "spikformer-4-256": (4, 256, 8, 4, 32, 3, None),
+    "spikformer-2-384": (2, 384, 12, 4, 32, 3, None),
+    # CIFAR10-DVS / DVS128 Gesture: 2-channel event frames at 128 px, 16 heads
+    "spikformer-2-256": (2, 256, 16, 16, 128, 2, _DVS_ATTENTION),
+    # ImageNet at 224 px, patch 16 (four pooled SPS stages): 8-512 is the released configuration
+    # (8 heads); 8-768 takes the 12 heads of the release's commented-out config, 8-384 12 heads
+    "spikformer-8-384": (8, 384, 12, 16, 224, 3, _NO_QKV_BIAS),
+    "spikformer-8-512": (8, 512, 8, 16, 224, 3, _NO_QKV_BIAS),
+    "spikformer-8-768": (8, 768, 12, 16, 224, 3, _NO_QKV_BIAS),
 }
-for _name, (_depth, _dim, _heads, _patch, _img) in _VARIANTS.items():
+for _name, (_depth, _dim, _heads, _patch, _img, _in, _attn) in _VARIANTS.items():
+    _fixed = {"attention": _attn} if _attn is not None else {}
     MODELS.add(
         _name,
         Spikformer,
         paper="Spikformer (Zhou et al., ICLR 2023)",
-        description=f"Spikformer-{_depth}-{_dim} ({_heads} heads, patch {_patch})",
+        description=f"Spikformer-{_depth}-{_dim} ({_heads} heads, patch {_patch}, {_img} px"
+                    + (f", {_attn.params}" if _attn is not None else "") + ")",
         depth=_depth,
         dim=_dim,
         heads=_heads,
         patch_size=_patch,
         img_size=_img,
+        in_chans=_in,
+        **_fixed,
     )
