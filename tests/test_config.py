@@ -27,13 +27,7 @@ def test_every_group_option_composes_and_validates(group, option):
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_composes_and_validates(experiment):
-    from pending_20a import xfail_if_pending
-
-    try:
-        validate_config(compose([f"experiment={experiment}"]))
-    except Exception as err:  # a recipe card holding a key of the loop half of issue 20, not merged yet
-        xfail_if_pending(err)
-        raise
+    validate_config(compose([f"experiment={experiment}"]))
 
 
 def test_no_machine_paths_in_configs():

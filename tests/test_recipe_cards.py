@@ -10,13 +10,11 @@ import math
 import re
 import shutil
 from collections import defaultdict
-from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 
-from pending_20a import KEYS as KEYS_20A, MERGED, REASON
-from step.config import compose
+from step.config import compose, validate_config
 from step.config.paths import experiments_dir, project_root
 
 TABLE = project_root() / "experiments" / "released.csv"
@@ -26,24 +24,7 @@ for _row in csv.DictReader(TABLE.open()):
 #: the experiments that reproduce a paper: every card but the platform's own demos and twins
 OWN = {"demo", "ann-twin", "int8-twin", "segmentation-digits-scenes", "detection-digits-scenes"}
 CARDS = sorted(p.stem for p in (experiments_dir() / "experiment").glob("*.yaml") if p.stem not in OWN)
-#: lines of a card whose keys 20a adds to the engine schema (they stop composition until merged)
-_ENGINE_20A = re.compile(r"^\s+(per_iteration|lr_base_batch|trust_clip):|^\s+- override /(optim: lamb|kd: )")
 _MISSING = object()
-
-
-def compose_card(name: str, tmp_path: Path, monkeypatch) -> OmegaConf:
-    """The card composed; before 20a is merged, with its engine keys of 20a taken out (checked once merged)."""
-    try:
-        return compose([f"experiment={name}"])
-    except Exception:  # noqa: BLE001 - composition errors are Hydra's own types
-        if MERGED:
-            raise
-    copy = tmp_path / "experiments"
-    shutil.copytree(experiments_dir(), copy)
-    card = copy / "experiment" / f"{name}.yaml"
-    card.write_text("".join(line for line in card.read_text().splitlines(True) if not _ENGINE_20A.match(line)))
-    monkeypatch.setattr("step.config.paths.experiments_dir", lambda: copy)
-    return compose([f"experiment={name}"])
 
 
 def same(got, want) -> bool:
@@ -82,24 +63,20 @@ def test_card_names_its_release(experiment):
 
 
 @pytest.mark.parametrize("experiment", CARDS)
-def test_composed_card_equals_the_released_values(experiment, tmp_path, monkeypatch):
-    cfg = compose_card(experiment, tmp_path, monkeypatch)
-    wrong, pending = [], []
+def test_composed_card_equals_the_released_values(experiment):
+    cfg = compose([f"experiment={experiment}"])
+    validate_config(cfg)
+    wrong = []
     for row in ROWS[experiment]:
         want = json.loads(row["value"])
         got = OmegaConf.select(cfg, row["key"], default=_MISSING)
-        if got is _MISSING or (not MERGED and row["key"] in KEYS_20A and got is None and want is not None):
-            if not MERGED and (row["key"] in KEYS_20A or row["key"].split(".")[0] == "kd"):
-                pending.append(row["key"])
-                continue
+        if got is _MISSING:
             wrong.append(f"{row['key']}: missing (released {want!r}; {row['source']})")
             continue
         got = OmegaConf.to_container(got, resolve=True) if OmegaConf.is_config(got) else got
         if not same(got, want):
             wrong.append(f"{row['key']}: card {got!r}, released {want!r} ({row['source']})")
     assert not wrong, f"{experiment} differs from its release:\n  " + "\n  ".join(wrong)
-    if pending:
-        pytest.xfail(f"{REASON}: {', '.join(sorted(set(pending)))}")
 
 
 def test_the_table_catches_a_card_that_drifts(tmp_path, monkeypatch):

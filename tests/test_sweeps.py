@@ -55,14 +55,8 @@ def test_every_ablation_axis_has_a_suite():
 @pytest.mark.parametrize("scale", [None, "cpu", "full"])
 @pytest.mark.parametrize("suite", SUITES)
 def test_suite_composes_validates_and_is_a_multirun(suite, scale):
-    from pending_20a import xfail_if_pending
-
     cfg = compose_full([f"suite={suite}"] + ([f"scale={scale}"] if scale else []))
-    try:
-        validate_config(cfg)
-    except ConfigError as err:  # the full-size recipe card holds a key of issue-20a, not merged yet
-        xfail_if_pending(err)
-        raise
+    validate_config(cfg)
     assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
     params = dict(cfg.hydra.sweeper.params)
     assert params["seed"] == ("0,1,2" if scale != "cpu" else ("0" if suite == "surrogate" else "0,1"))
