@@ -30,12 +30,6 @@ from tiny import tiny_model, write_cifar, write_imagenet, write_mnist
 METADATA = {
     "reference": "published numbers of an experiment, copied into the record for comparison",
     "tags": "labels for the user's own bookkeeping",
-    # every conf/energy/*.yaml holds the same keys (tests/test_energy_cli.py); the chosen model reads its own
-    # and records the rest. These word sizes act under energy=memory / energy=lemaire, not under the
-    # default simple45 (E_MAC x MACs + E_AC x SOPs), which every shipped experiment uses.
-    "energy.weight_bits": "memory/Lemaire word size, unused by simple45",
-    "energy.membrane_bits": "memory/Lemaire word size, unused by simple45",
-    "energy.fifo_words": "Lemaire FIFO size, unused by simple45 and memory",
 }
 
 #: leaves that a run cannot read in one setting, by design: (key, when, why)
