@@ -319,10 +319,13 @@ def meta_released(dims, K, kd=False):
 META = dict(dims=[8, 16, 32, 64, 64], depths=[1, 1, 2, 6, 2], strides=[2, 2, 2, 2, 1], heads=8, img_size=32)
 
 
-def test_meta_spikeformer_released_layout_converts():
-    sd = meta_released(META["dims"], 7)
+@pytest.mark.parametrize("kd", [False, True], ids=["released", "distilled"])
+def test_meta_spikeformer_released_layout_converts(kd):
+    """The released T=1 model, and with ``kd`` the distilled T=4 fine-tune's (``head_kd``, our
+    ``distill_head=True``): converted == weights set by hand, whose eval output averages both heads."""
+    sd = meta_released(META["dims"], 7, kd=kd)
     assert detect_family(sd) == "meta-spikeformer"
-    build = lambda: MODELS.build("meta-spikeformer", num_classes=7, neuron=LIF, **META)  # noqa: E731
+    build = lambda: MODELS.build("meta-spikeformer", num_classes=7, neuron=LIF, distill_head=kd, **META)  # noqa: E731
     converted, direct = load_released(build(), sd), build()
     for i, name in enumerate(["downsample1_1", "downsample1_2", "downsample2", "downsample3", "downsample4"]):
         put(direct.downsample[i].conv[0], sd, f"{name}.encode_conv")
@@ -354,15 +357,17 @@ def test_meta_spikeformer_released_layout_converts():
                 put(getattr(block.mlp.branch, fc).linear, sd, f"{name}.{j}.mlp.{fc}_conv", linear=True)
                 put_bn(getattr(block.mlp.branch, fc).bn, sd, f"{name}.{j}.mlp.{fc}_bn")
     put(direct.head, sd, "head")
+    if kd:
+        put(direct.head_kd, sd, "head_kd")
+        assert torch.equal(converted.head_kd.weight, sd["head_kd.weight"])
+        assert not torch.equal(converted.head_kd.weight, converted.head.weight)
     torch.manual_seed(0)
     same_outputs(converted, direct, torch.rand(2, 2, 3, 32, 32) * 3)
 
 
 def test_a_distilled_meta_checkpoint_needs_the_distillation_head():
     sd = meta_released(META["dims"], 7, kd=True)
-    model = MODELS.build("meta-spikeformer", num_classes=7, neuron=LIF, **META)
-    if any(k.startswith(("head_kd.", "head_dist.", "dist_head.", "distill_head.")) for k in model.state_dict()):
-        pytest.skip("this model has a distillation head")
+    model = MODELS.build("meta-spikeformer", num_classes=7, neuron=LIF, **META)  # distill_head=False
     with pytest.raises(CheckpointError, match="'head_kd.weight' is the distillation head.*distill_head=true"):
         convert_state_dict(sd, model)
 
@@ -413,3 +418,26 @@ def test_step_convert_writes_a_checkpoint_step_eval_reads(tmp_path, capsys):
     with pytest.raises(SystemExit):
         convert_main([str(released), str(out), "model=spikformer-4-384", "model.depth=1", "model.dim=32", "model.heads=2"])
     assert "has shape" in capsys.readouterr().err  # a 16-wide checkpoint in a 32-wide model: one message
+
+
+def test_step_convert_loads_a_distilled_meta_checkpoint_into_the_distillation_head(tmp_path, capsys):
+    """The released T=4 fine-tune's ``head_kd`` lands in ``head_kd`` of a model built with
+    ``model.distill_head=true``; without that override the CLI says so in one line."""
+    from step.cli import convert_main
+
+    sd = meta_released(META["dims"], 7, kd=True)
+    released = tmp_path / "meta_t4_kd.pth"
+    torch.save({"model": sd}, released)
+    out = tmp_path / "model.pt"
+    build = ["model=meta-spikeformer", "model.dims=[8,16,32,64,64]", "model.depths=[1,1,2,6,2]",
+             "model.strides=[2,2,2,2,1]", "model.heads=8", "dataset.img_size=32"]
+    with pytest.raises(SystemExit) as stop:
+        convert_main([str(released), str(out), *build])
+    assert stop.value.code == 2 and "model.distill_head=true" in capsys.readouterr().err
+    convert_main([str(released), str(out), *build, "model.distill_head=true"])
+    assert "(meta-spikeformer) -> meta-spikeformer" in capsys.readouterr().out
+    ckpt = torch.load(out, map_location="cpu", weights_only=False)
+    assert ckpt["config"]["model"]["distill_head"] is True
+    for part in ("weight", "bias"):
+        assert torch.equal(ckpt["model"][f"head_kd.{part}"], sd[f"head_kd.{part}"])
+        assert torch.equal(ckpt["model"][f"head.{part}"], sd[f"head.{part}"])

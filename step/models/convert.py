@@ -149,14 +149,13 @@ def _meta_rules() -> list[tuple[str, Any]]:
 
 
 class _DistillHead:
-    """Meta-SpikeFormer's ``head_kd`` (the DeiT distillation head of its T=4 fine-tune)."""
-
-    NAMES = ("head_kd", "head_dist", "dist_head", "distill_head")
+    """Meta-SpikeFormer's ``head_kd`` (the DeiT distillation head of its T=4 fine-tune): ours has the same
+    name and shape, built with ``distill_head=True`` (:class:`step.models.meta_spikeformer.MetaSpikeFormer`)."""
 
     def __call__(self, match: re.Match, target: Mapping) -> str:
-        for name in self.NAMES:
-            if f"{name}.{match.group(1)}" in target:
-                return f"{name}.{match.group(1)}"
+        key = f"head_kd.{match.group(1)}"
+        if key in target:
+            return key
         raise CheckpointError(f"key '{match.group(0)}' is the distillation head of a Meta-SpikeFormer fine-tuned with "
                               "knowledge distillation; build the model with its distillation head "
                               "(model.distill_head=true) to load it.")
