@@ -107,3 +107,43 @@ def test_soft_distillation_from_a_checkpoint_teacher_into_the_distillation_head(
 def test_bad_distillation_settings_are_refused(overrides, fragment):
     with pytest.raises(ConfigError, match=fragment):
         run(compose([*BASE, *SPIKFORMER, *overrides]))
+
+
+def test_hard_distillation_from_a_pretrained_timm_teacher_on_the_image_batch(kd_calls, isolated_roots, monkeypatch):
+    """``kd.teacher=timm:<name>`` (the released fine-tune's CAFormer teacher is one): timm builds it with its
+    pretrained weights, and it sees the image batch before the student's encoder, not spikes."""
+    import timm
+
+    from step.engine.recipe import Recipe
+
+    real_create, asked, batches = timm.create_model, [], []
+
+    def create_model(name, pretrained=False, **kw):  # no download here: a tiny timm net stands in for the weights
+        asked.append((name, pretrained, kw))
+        torch.manual_seed(0)
+        return real_create("test_resnet", pretrained=False, num_classes=10, in_chans=1)
+
+    monkeypatch.setattr(timm, "create_model", create_model)
+    loss = Recipe.loss
+    monkeypatch.setattr(Recipe, "loss", lambda self, out, y, x, xt: batches.append(x.clone()) or loss(self, out, y, x, xt))
+    record = run(compose([*BASE, *SPIKFORMER, "kd=deit", "kd.teacher=timm:caformer_b36.sail_in22k_ft_in1k"]))
+    assert asked == [("caformer_b36.sail_in22k_ft_in1k", True, {})]
+    distill, outputs, target, teacher, value = kd_calls[0]
+    assert batches[0].shape == (16, 1, 16, 16)  # [B, C, H, W]: the images, not [T, B, ...] spikes
+    with torch.no_grad():
+        torch.testing.assert_close(teacher, distill.teacher.model(batches[0]))
+    by_hand = 0.5 * F.cross_entropy(outputs, target) + 0.5 * F.cross_entropy(outputs, teacher.argmax(1))
+    torch.testing.assert_close(value, by_hand)
+    assert record["recipe"]["kd"]["teacher"] == "timm:caformer_b36.sail_in22k_ft_in1k"
+    assert "timm model" in record["recipe"]["kd"]["teacher_kind"]
+
+
+def test_a_timm_teacher_that_does_not_fit_is_refused(monkeypatch):
+    import timm
+
+    real_create = timm.create_model
+    with pytest.raises(ConfigError, match="timm cannot build it.*timm.list_models"):
+        run(compose([*BASE, *SPIKFORMER, "kd=deit", "kd.teacher=timm:no_such_net"]))
+    monkeypatch.setattr(timm, "create_model", lambda name, pretrained=False, **kw: real_create("test_resnet", in_chans=1))
+    with pytest.raises(ConfigError, match="predicts 1000 classes and dataset 'digits' has 10"):
+        run(compose([*BASE, *SPIKFORMER, "kd=deit", "kd.teacher=timm:test_resnet"]))

@@ -34,6 +34,7 @@ class TrainerConf:
     eval_every: int = 1  # evaluate on the test split every N epochs (and always at the end)
     ckpt_every: int = 0  # write <run_dir>/last.pt every N epochs; 0: only at the end (and on interrupt)
     resume: str = "never"  # never | auto | <path to a last.pt or its run folder>
+    init_from: Optional[str] = None  # path to a model.pt / last.pt: start from its weights (fresh optimiser, epoch 0)
     deterministic: bool = True
     max_batches: Optional[int] = None  # cap batches per epoch (smoke tests)
     eval_time_order: str = "normal"  # normal | reversed | shuffled: final test only (step.engine.time_order)

@@ -81,6 +81,11 @@ def check_encoder_input(cfg: DictConfig) -> None:
 
 def validate_config(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` for the first problem found in ``cfg``."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:  # '???' in a config: a value only the user can give (e.g. a fine-tune's starting checkpoint)
+        raise ConfigError(f"{', '.join(missing)} must be given on the command line (the config leaves "
+                          f"{'it' if len(missing) == 1 else 'them'} '???'), e.g. {missing[0]}=<value>; the "
+                          "experiment's comment says what it needs.")
     for group, kind in REGISTRY_GROUPS.items():
         registry = ALL_REGISTRIES[kind]
         name = _require_name(cfg, group)

@@ -72,6 +72,16 @@ def build_model(cfg: DictConfig, bundle: DataBundle) -> nn.Module:
                                        build_attention_factory(cfg))
 
 
+def init_weights(cfg: DictConfig, model: nn.Module) -> dict | None:
+    """Load ``trainer.init_from`` into ``model`` (see :mod:`step.engine.init_weights`); None when unset."""
+    path = cfg.trainer.get("init_from")
+    if not path:
+        return None
+    from step.engine.init_weights import load_initial_weights
+
+    return load_initial_weights(path, model)
+
+
 def build_task(cfg: DictConfig):
     return TASKS.build(cfg.task.name, **group_params(cfg, "task"))
 

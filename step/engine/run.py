@@ -128,6 +128,7 @@ def _run(cfg: DictConfig, info: distributed.DistInfo, device: torch.device) -> d
     encoder = builders.build_encoder(cfg).to(device)
     set_channels_last(t.channels_last)  # before the model is built: its conv weights take the layout
     model = builders.build_model(cfg, bundle).to(device)
+    initialised = builders.init_weights(cfg, model)  # trainer.init_from: a fine-tune's starting weights
     task = builders.build_task(cfg)
     recipe = builders.build_recipe(cfg, bundle, task, model, info, resolved).to(device)  # mixup, criterion, TET, KD
     train_loader, test_loader = builders.build_loaders(cfg, bundle, generator, info, drop_last=recipe.mixer is not None)
@@ -156,7 +157,7 @@ def _run(cfg: DictConfig, info: distributed.DistInfo, device: torch.device) -> d
         "components": components(cfg), "metric_name": task.metric_name, "metrics": {},
         "data": {"name": bundle.name, "modality": bundle.modality, "num_classes": bundle.num_classes,
                  "n_train": len(bundle.train), "n_test": len(bundle.test)},
-        "recipe": recipe.describe(), "schedule": {**scheduler.describe(), "lr": builders.effective_lr(cfg)},
+        "init_from": initialised, "recipe": recipe.describe(), "schedule": {**scheduler.describe(), "lr": builders.effective_lr(cfg)},
         "config": resolved, "reference": resolved.get("reference"),
         "record_path": str(run_dir / "record.json"), "history": [], "epochs_done": 0, "best": None,
     }

@@ -6,7 +6,11 @@
   surrogate, backend and T, with the model's own attention and the data's classes and size, and
   random weights (for plumbing checks and tests; a trained teacher is given as its ``model.pt``); or
 * the path of a STEP ``model.pt`` (written by ``step-train``): rebuilt from the config saved in it
-  (its own model, attention, neuron, T and encoder) and loaded with its weights.
+  (its own model, attention, neuron, T and encoder) and loaded with its weights; or
+* ``timm:<name>``: a timm image classifier with its pretrained weights (``timm.create_model(name,
+  pretrained=True)``, fetched into the Hugging Face cache on first use), an ANN that sees the image
+  batch as the student's encoder receives it (normalised, mixed). Meta-SpikeFormer's released T=4
+  fine-tune distils from CAFormer-B36 (ImageNet-21k, fine-tuned on 1k): ``timm:caformer_b36.sail_in22k_ft_in1k``.
 
 The teacher sits outside the student: not in the optimiser, not in the student's state_dict, not
 counted by the energy meter (which only ever wraps the student), always in eval mode with gradients
@@ -32,9 +36,10 @@ class Teacher:
     """``teacher(x, x_time_major) -> logits [B, K]`` under ``no_grad``, always in eval mode."""
 
     def __init__(self, model: nn.Module, source: str, kind: str, encoder: nn.Module | None = None,
-                 modality: str = "image"):
+                 modality: str = "image", images: bool = False):
         self.model = model.eval().requires_grad_(False)
         self.source, self.kind, self.encoder, self.modality = source, kind, encoder, modality
+        self.images = images  # an ANN on the image batch [B, C, H, W] instead of time-major spikes
 
     def to(self, device: torch.device) -> "Teacher":
         self.model.to(device)
@@ -47,6 +52,8 @@ class Teacher:
         from step.engine.loop import to_time_major
 
         self.model.eval()
+        if self.images:
+            return self.model(x)
         inputs = x_time_major if self.encoder is None else to_time_major(x, self.modality, self.encoder)
         return self.model(inputs)
 
@@ -65,6 +72,8 @@ def build_teacher(cfg: DictConfig, bundle: DataBundle) -> Teacher:
         raise ConfigError("kd=deit needs kd.teacher: a registered model name (step-list model) or the path of a "
                           "STEP model.pt.")
     name = str(name)
+    if name.startswith("timm:"):
+        return _timm_teacher(name[len("timm:"):], bundle)
     if name in MODELS:
         kwargs = builders.model_data_kwargs(name, bundle)
         model = MODELS.build(name, neuron=builders.build_neuron_factory(cfg), **kwargs)
@@ -89,3 +98,23 @@ def build_teacher(cfg: DictConfig, bundle: DataBundle) -> Teacher:
     encoder = builders.build_encoder(teacher_cfg)
     return Teacher(model, str(path), f"STEP checkpoint ({teacher_cfg.model.name}, T={teacher_cfg.T}, "
                    f"encoder {teacher_cfg.encoder.name})", encoder=encoder, modality=bundle.modality)
+
+
+def _timm_teacher(arch: str, bundle: DataBundle) -> Teacher:
+    """A pretrained timm image classifier as the teacher (``kd.teacher=timm:<name>``)."""
+    if bundle.modality != "image":
+        raise ConfigError(f"kd.teacher=timm:{arch} is an image classifier, and dataset '{bundle.name}' gives "
+                          f"{bundle.modality}s; use a STEP model.pt or a registered model as the teacher.")
+    import timm
+
+    try:
+        model = timm.create_model(arch, pretrained=True)
+    except Exception as err:  # noqa: BLE001 - unknown names and failed downloads raise many types
+        raise ConfigError(f"kd.teacher=timm:{arch}: timm cannot build it with pretrained weights ({type(err).__name__}: "
+                          f"{str(err).splitlines()[0] if str(err) else ''}). Check the name (timm.list_models) and that "
+                          "its weights can be downloaded or are in the Hugging Face cache.") from None
+    if getattr(model, "num_classes", None) != bundle.num_classes:
+        raise ConfigError(f"kd.teacher=timm:{arch} predicts {getattr(model, 'num_classes', '?')} classes and dataset "
+                          f"'{bundle.name}' has {bundle.num_classes}; use a teacher trained on this dataset's classes.")
+    return Teacher(model, f"timm:{arch}", "timm model (pretrained ANN on the image batch before encoding)",
+                   modality=bundle.modality, images=True)
