@@ -4,7 +4,11 @@ Each experiment (``experiments/experiment/*``) and each job of each suite at ``s
 (``experiments/suite/*``) is composed, shrunk (smallest model width, T <= 2, one batch of 4 in each
 of two epochs, 32 px), and run for real on tiny fakes of its datasets written in their on-disk formats
 (CIFAR pickles, MNIST idx, an ImageNet tree of 1,000 one-image classes, AEDAT4 and .npy event
-recordings) or the embedded sets. :mod:`config_reads` records which leaves of the composed config
+recordings) or the embedded sets. Shrinking switches no part of a recipe off: a cooldown runs one
+epoch, AMP (fp16, CUDA only) runs as CPU autocast in bf16, a distillation teacher is a tiny
+registered model, and a fine-tune starts from a tiny checkpoint of its own model (without the
+distillation head, as the T=1 checkpoint lacks it); the run's record must show each part of the
+experiment's recipe applied (:func:`check_active`). :mod:`config_reads` records which leaves of the composed config
 the run read, following values handed to builders until code uses them; a leaf never read fails
 the test with its key. Keys that are metadata on purpose are declared in ``METADATA`` with why, and
 the one key a setting makes inapplicable in ``NOT_APPLICABLE``.
@@ -19,6 +23,7 @@ Run against the code before the recipe reached the loop, the fast subset failed 
 from __future__ import annotations
 
 import pytest
+from omegaconf import OmegaConf
 
 from config_reads import track_reads, unread
 from step.config import compose
@@ -40,8 +45,10 @@ NOT_APPLICABLE = [
 
 EXPERIMENTS = sorted(p.stem for p in (experiments_dir() / "experiment").glob("*.yaml"))
 SUITES = sorted(p.stem for p in (experiments_dir() / "suite").glob("*.yaml"))
-#: the fast subset: mixup + cutmix + smoothing on an ImageNet tree and on CIFAR pickles, event frames, sequences
-FAST = {"spikformer-imagenet", "qkformer-cifar10", "sdt-cifar10dvs", "spikformer-smnist"}
+#: the fast subset: mixup + cutmix + smoothing on an ImageNet tree and on CIFAR pickles, event frames, sequences,
+#: and a distilled fine-tune (init_from, teacher, distillation head, LAMB, per-iteration schedule, AMP)
+FAST = {"spikformer-imagenet", "qkformer-cifar10", "sdt-cifar10dvs", "spikformer-smnist",
+        "meta-spikeformer-55m-imagenet-t4-distilled"}
 #: the suites' fast subset: the first job of this suite
 FAST_SUITES = {"attention"}
 
@@ -79,8 +86,11 @@ def tiny(cfg) -> list[str]:
     """Overrides that shrink a composed config without removing or adding a key."""
     out = tiny_model(cfg.model) + [
         f"T={min(int(cfg.T), 2)}", "trainer.epochs=2", "trainer.max_batches=1", "trainer.batch_size=4",
-        "trainer.eval_batch_size=512", "trainer.device=cpu", "trainer.precision=32", "trainer.progress=false",
-        "trainer.compile=false", "trainer.compile_neurons=false", "sched.cooldown_epochs=0"]
+        "trainer.eval_batch_size=512", "trainer.device=cpu", "trainer.progress=false",
+        "trainer.compile=false", "trainer.compile_neurons=false",
+        # AMP stays on as CPU autocast (fp16 needs CUDA); a cooldown keeps one epoch
+        "trainer.precision=" + ("32" if str(cfg.trainer.precision) == "32" else "bf16"),
+        f"sched.cooldown_epochs={min(int(cfg.sched.cooldown_epochs), 1)}"]
     size = cfg.dataset.get("img_size")
     if size is not None and size > 32 and cfg.task.name == "classification":
         out.append("dataset.img_size=32")
@@ -92,15 +102,52 @@ def tiny(cfg) -> list[str]:
     return out
 
 
-def check_consumed(overrides: list[str], fake_data, monkeypatch) -> None:
+def starting_checkpoint(overrides: list[str], path) -> str:
+    """A model.pt of the run's own (tiny) model without its distillation head: a fine-tune's start."""
+    import torch
+
+    from step.engine import builders
+
+    cfg = compose(overrides + ["trainer.init_from=unused"])
+    model = builders.build_model(cfg, builders.build_data(cfg))
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("head_kd.")}
+    torch.save({"model": state, "config": {}}, path)
+    return str(path)
+
+
+def check_active(card, cfg, record) -> None:
+    """Each part of the experiment's recipe acted in the tiny run: ``record.json`` says what was applied."""
+    what = f"{card.name}: "
+    assert len(record["history"]) == cfg.trainer.epochs + cfg.sched.cooldown_epochs, what + "epochs + cooldown"
+    assert record["precision"] == str(cfg.trainer.precision) and (record["precision"] == "32") == (
+        str(card.trainer.precision) == "32"), what + "precision"
+    assert (record["init_from"] is not None) == (card.trainer.get("init_from", None) is not None), what + "init_from"
+    if card.task.name != "classification":
+        return
+    r, d = record["recipe"], card.dataset
+    mixing = (d.get("mixup", 0) > 0 or d.get("cutmix", 0) > 0) and d.get("mixup_prob", 1) > 0
+    assert (r["mixup"] is not None) == mixing, what + "mixup/cutmix"
+    assert r["label_smoothing"] == d.get("label_smoothing", 0.0), what + "label smoothing"
+    assert (r["tet"] is not None) == (card.task.get("loss", "ce") == "tet"), what + "TET"
+    assert (r["kd"] is not None) == (card.kd.name != "none"), what + "distillation"
+    assert r["normalize"] == d.get("normalize", None), what + "normalisation"
+
+
+def check_consumed(overrides: list[str], fake_data, monkeypatch, tmp_path=None) -> None:
     monkeypatch.setenv("STEP_DATA", str(fake_data))
-    cfg = compose(overrides)
-    cfg = compose(overrides + tiny(cfg))
+    card = compose(overrides)
+    small = tiny(card)
+    if "trainer.init_from" in OmegaConf.missing_keys(card):
+        small.append(f"trainer.init_from={starting_checkpoint(overrides + small, tmp_path / 'start.pt')}")
+    cfg = compose(overrides + small)
     with track_reads() as reads:
-        run(cfg)
+        record = run(cfg)
     skip = tuple(METADATA) + tuple(key for key, when, _ in NOT_APPLICABLE if when(cfg))
     missed = unread(cfg, reads, ignore=skip)
     assert not missed, f"{' '.join(overrides)}: the run never read {missed}"
+    if "trainer.init_from" in OmegaConf.missing_keys(card):
+        card.trainer.init_from = cfg.trainer.init_from
+    check_active(card, cfg, record)
 
 
 def _params(names, fast):
@@ -108,8 +155,8 @@ def _params(names, fast):
 
 
 @pytest.mark.parametrize("experiment", _params(EXPERIMENTS, FAST))
-def test_every_value_of_the_experiment_is_read(experiment, fake_data, monkeypatch):
-    check_consumed([f"experiment={experiment}"], fake_data, monkeypatch)
+def test_every_value_of_the_experiment_is_read(experiment, fake_data, monkeypatch, tmp_path):
+    check_consumed([f"experiment={experiment}"], fake_data, monkeypatch, tmp_path)
 
 
 def suite_jobs() -> list[tuple[str, list[str], bool]]:

@@ -64,8 +64,10 @@ def test_card_names_its_release(experiment):
 
 @pytest.mark.parametrize("experiment", CARDS)
 def test_composed_card_equals_the_released_values(experiment):
+    from test_config import user_values
+
     cfg = compose([f"experiment={experiment}"])
-    validate_config(cfg)
+    validate_config(compose([f"experiment={experiment}", *user_values(cfg)]))
     wrong = []
     for row in ROWS[experiment]:
         want = json.loads(row["value"])
