@@ -43,7 +43,7 @@ clean: ## remove outputs of runs (keeps results/ and the venv)
 
 # --- experiments, suites and the leaderboard (docs/sweeps.md, docs/leaderboard.md) ---
 SUITES := attention random_qk patch_embed neuron surrogate encoder shortcut timesteps temporal
-REPRODUCE := reproduce-meta-spikeformer-15m-imagenet-t1 reproduce-meta-spikeformer-15m-imagenet-t4 reproduce-meta-spikeformer-31m-imagenet-t1 reproduce-meta-spikeformer-31m-imagenet-t4 reproduce-meta-spikeformer-55m-imagenet-t4 reproduce-qkformer-cifar10 reproduce-qkformer-cifar100 reproduce-qkformer-cifar10dvs reproduce-qkformer-dvsgesture reproduce-qkformer-imagenet reproduce-sdt-cifar10 reproduce-sdt-cifar100 reproduce-sdt-cifar10dvs reproduce-sdt-dvsgesture reproduce-sdt-imagenet reproduce-semm-cifar10 reproduce-semm-cifar100 reproduce-spikformer-cifar10 reproduce-spikformer-cifar100 reproduce-spikformer-cifar10dvs reproduce-spikformer-dvsgesture reproduce-spikformer-imagenet reproduce-spikformer-psmnist reproduce-spikformer-scifar10 reproduce-spikformer-smnist
+REPRODUCE := reproduce-meta-spikeformer-15m-imagenet-t1 reproduce-meta-spikeformer-15m-imagenet-t4 reproduce-meta-spikeformer-31m-imagenet-t1 reproduce-meta-spikeformer-31m-imagenet-t4 reproduce-meta-spikeformer-55m-imagenet-t4 reproduce-meta-spikeformer-55m-imagenet-t4-distilled reproduce-qkformer-cifar10 reproduce-qkformer-cifar100 reproduce-qkformer-cifar10dvs reproduce-qkformer-dvsgesture reproduce-qkformer-imagenet reproduce-sdt-cifar10 reproduce-sdt-cifar100 reproduce-sdt-cifar10dvs reproduce-sdt-dvsgesture reproduce-sdt-imagenet reproduce-semm-cifar10 reproduce-semm-cifar100 reproduce-spikformer-cifar10 reproduce-spikformer-cifar100 reproduce-spikformer-cifar10dvs reproduce-spikformer-dvsgesture reproduce-spikformer-imagenet reproduce-spikformer-psmnist reproduce-spikformer-scifar10 reproduce-spikformer-smnist
 .PHONY: $(REPRODUCE) reproduce-cpu dense-cpu leaderboard
 
 reproduce-cpu: install ## run every ablation suite at CPU size on the embedded data (about 30 min each), then make leaderboard
@@ -68,6 +68,8 @@ reproduce-meta-spikeformer-31m-imagenet-t4: install ## Meta-SpikeFormer (31.3M) 
 	$(VENV)/bin/step-train -m experiment=meta-spikeformer-31m-imagenet-t4 seed=0,1,2
 reproduce-meta-spikeformer-55m-imagenet-t4: install ## Meta-SpikeFormer (55.4M) on ImageNet-1K at 224 px, T=4, trained directly (no distillation) (needs the dataset under STEP_DATA and a GPU; seeds 0,1,2)
 	$(VENV)/bin/step-train -m experiment=meta-spikeformer-55m-imagenet-t4 seed=0,1,2
+reproduce-meta-spikeformer-55m-imagenet-t4-distilled: install ## Meta-SpikeFormer 55M, T=4: the released 50-epoch fine-tune of a T=1 checkpoint with CAFormer-B36 distillation; INIT=<T=1 model.pt> (needs the dataset under STEP_DATA and a GPU; seeds 0,1,2)
+	$(VENV)/bin/step-train -m experiment=meta-spikeformer-55m-imagenet-t4-distilled trainer.init_from=$(INIT) seed=0,1,2
 reproduce-qkformer-cifar10: install ## QKFormer HST-4-384 on CIFAR-10, T=4 (needs the dataset under STEP_DATA and a GPU; seeds 0,1,2)
 	$(VENV)/bin/step-train -m experiment=qkformer-cifar10 seed=0,1,2
 reproduce-qkformer-cifar100: install ## QKFormer HST-4-384 on CIFAR-100, T=4 (needs the dataset under STEP_DATA and a GPU; seeds 0,1,2)

@@ -67,3 +67,5 @@ def test_a_checkpoint_that_does_not_fit_fails_before_anything_is_written(isolate
 def test_a_value_left_to_the_user_is_asked_for_by_name():
     with pytest.raises(ConfigError, match=r"trainer\.init_from must be given on the command line.*trainer\.init_from=<value>"):
         run(compose([*BASE, *SPIKFORMER, "trainer.init_from=???"]))
+    with pytest.raises(ConfigError, match="trainer.init_from must be the path"):  # `make ... INIT=` left empty
+        run(compose([*BASE, *SPIKFORMER, "trainer.init_from="]))

@@ -120,6 +120,8 @@ def validate_config(cfg: DictConfig) -> None:
                  f"trainer.precision must be 32, bf16 or fp16, got '{t.precision}'.")
     _check_range(bool(str(t.resume).strip()),
                  "trainer.resume must be never, auto or the path of a last.pt (or its run folder), got ''.")
+    _check_range(t.get("init_from") is None or bool(str(t.init_from).strip()),
+                 "trainer.init_from must be the path of a model.pt (or last.pt) to start from, or null; got ''.")
     _check_range(t.num_workers >= 0, f"trainer.num_workers must be >= 0, got {t.num_workers}.")
     _check_range(t.max_batches is None or t.max_batches >= 1,
                  f"trainer.max_batches must be >= 1 or null, got {t.max_batches}.")
