@@ -96,6 +96,26 @@ def test_cutmix_on_event_frames_pastes_one_box_through_every_bin(seen):
     torch.testing.assert_close(target, lam * F.one_hot(y, 10).float() + (1 - lam) * F.one_hot(y.flip(0), 10).float())
 
 
+def test_mixup_blends_sequences_as_the_images_they_are_read_from(seen):
+    """STEP's released sCIFAR-10 recipe mixes images before reading them as sequences; mixing the
+    sequences is the same, because reading pixels in a fixed order (permuted or not) is linear."""
+    from step.data.sequences import fixed_permutation, image_to_sequence
+
+    a, b = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    for perm in (None, fixed_permutation(64, 3)):
+        torch.testing.assert_close(image_to_sequence(0.3 * a + 0.7 * b, "pixel", perm),
+                                   0.3 * image_to_sequence(a, "pixel", perm) + 0.7 * image_to_sequence(b, "pixel", perm))
+    record = tiny_run("dataset=digits-seq", "+dataset.mixup=0.8")
+    (_, (x, y), (xm, target)), = seen["batches"][:1]
+    assert x.dim() == 3  # [B, L, C]
+    a, b = F.one_hot(y, 10).float(), F.one_hot(y.flip(0), 10).float()
+    i = int((a != b).any(1).nonzero()[0])
+    lam = float(target[i, y[i]])
+    torch.testing.assert_close(target, lam * a + (1 - lam) * b)
+    torch.testing.assert_close(xm, lam * x + (1 - lam) * x.flip(0))
+    assert not torch.equal(x, xm) and record["recipe"]["mixup"]["mixup_alpha"] == 0.8
+
+
 def test_label_smoothing_without_mixing_reaches_the_cross_entropy(seen):
     tiny_run("dataset.label_smoothing=0.2")
     logits, target, eps, soft = seen["losses"][0]
@@ -125,7 +145,7 @@ def test_default_run_is_plain_cross_entropy(seen):
 
 
 @pytest.mark.parametrize("overrides,fragment", [
-    (["dataset=digits-seq", "+dataset.mixup=0.8"], "mix images or event frames"),
+    (["dataset=digits-seq", "+dataset.mixup=0.8", "+dataset.cutmix=1.0"], "cutmix pastes a box of an image"),
     (["task=segmentation", "dataset=digits-scenes", "dataset.n_train=32", "dataset.n_test=16",
       "+dataset.label_smoothing=0.1"],
      "task=segmentation trains with its own loss"),

@@ -11,7 +11,10 @@ The runner builds its batch transform here, once, through :func:`build_mixup` (c
 training batch, before the encoder, and the recipe's criterion is soft-target cross-entropy. A
 :class:`BatchMixer` mixes image batches ``[B, C, H, W]`` and event batches ``[B, T, C, H, W]`` (the
 cutmix box is cut through every time bin and polarity), and stops mixing from ``off_epoch`` on
-(inputs unchanged, targets still smoothed one-hot), as the released DVS recipes do.
+(inputs unchanged, targets still smoothed one-hot), as the released DVS recipes do. Sequence batches
+``[B, L, C]`` take mixup alone: a blend of two pixel sequences is the sequence of the blended
+images (reading pixels in any fixed order is linear), which is how STEP's released sequential
+recipe mixes (images, before flattening); cutmix has no box in a sequence.
 """
 
 from __future__ import annotations
@@ -68,7 +71,7 @@ def build_mixup(
 class BatchMixer:
     """``mixer(x, y, epoch) -> (x_mixed, soft targets)`` around a timm ``Mixup``.
 
-    Image batches ``[B, C, H, W]`` go to timm as they are; event batches ``[B, T, C, H, W]`` are
+    Image batches ``[B, C, H, W]`` and, for mixup alone, sequence batches ``[B, L, C]`` go to timm as they are; event batches ``[B, T, C, H, W]`` are
     viewed as ``[B, T*C, H, W]`` so that timm's cutmix box (the last two axes) is cut through every
     time bin and channel and mixup blends whole recordings. From epoch ``off_epoch`` on, nothing is
     mixed (timm's ``mixup_enabled = False``): the inputs pass unchanged and the targets are the
@@ -86,9 +89,12 @@ class BatchMixer:
             flat = x.contiguous().view(B, T * C, H, W)
             flat, target = self.mixup(flat, y)  # timm mixes in place
             return flat.view(B, T, C, H, W), target
+        if x.dim() == 3 and self.mixup.cutmix_alpha == 0 and self.mixup.cutmix_minmax is None:
+            return self.mixup(x, y)  # sequences [B, L, C]: mixup alone, an element-wise blend
         if x.dim() != 4:
-            raise ConfigError(f"mixup/cutmix mix image [B, C, H, W] or event [B, T, C, H, W] batches; this batch "
-                              f"has shape {list(x.shape)}. Set dataset.mixup=0 and dataset.cutmix=0.")
+            raise ConfigError(f"mixup/cutmix mix image [B, C, H, W] or event [B, T, C, H, W] batches (mixup alone also "
+                              f"sequences [B, L, C]); this batch has shape {list(x.shape)}. Set dataset.mixup=0 and "
+                              "dataset.cutmix=0.")
         return self.mixup(x, y)
 
     def describe(self) -> dict[str, Any]:

@@ -15,7 +15,7 @@
   (:class:`step.tasks.criterion.DistillationLoss`).
 
 Dense tasks (segmentation, detection) train with their task's own loss; asking them for mixing,
-smoothing, TET or distillation is refused, as is mixing sequences. Evaluation always uses the task's
+smoothing, TET or distillation is refused, as is cutmix on sequences (mixup blends them). Evaluation always uses the task's
 plain loss on hard labels and the model's time-averaged output. ``describe()`` is the ``recipe``
 block of ``record.json``: what was applied, read back from the objects built here.
 """
@@ -103,9 +103,12 @@ def build_recipe(cfg: DictConfig, bundle: DataBundle, task, model: nn.Module, *,
                               "classification only. Remove them for this task.")
         info.update(loss=f"{cfg.task.name} (task loss)", mixup=None, label_smoothing=None, tet=None, kd=None)
         return Recipe(task.loss, info=info)
-    if mixing and bundle.modality not in ("image", "event"):
-        raise ConfigError(f"dataset.mixup / dataset.cutmix mix images or event frames; dataset '{bundle.name}' gives "
-                          f"{bundle.modality}s. Set dataset.mixup=0 and dataset.cutmix=0.")
+    if mixing and bundle.modality == "sequence" and r["cutmix"] > 0:
+        raise ConfigError(f"dataset.cutmix pastes a box of an image, and dataset '{bundle.name}' gives pixel sequences; "
+                          "set dataset.cutmix=0 (dataset.mixup blends sequences as it would the images they are read from).")
+    if mixing and bundle.modality not in ("image", "event", "sequence"):
+        raise ConfigError(f"dataset.mixup / dataset.cutmix mix images, event frames or sequences; dataset "
+                          f"'{bundle.name}' gives {bundle.modality}s. Set dataset.mixup=0 and dataset.cutmix=0.")
     off = r["off_epoch"]
     if off is not None and (not isinstance(off, int) or off < 0):
         raise ConfigError(f"dataset.mixup_off_epoch must be null or an epoch >= 0, got {off!r}.")
