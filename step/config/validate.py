@@ -79,9 +79,24 @@ def check_encoder_input(cfg: DictConfig) -> None:
         )
 
 
+def missing_values(node: DictConfig, prefix: str = "") -> list[str]:
+    """Keys left '???' in ``node`` (Hydra's own ``hydra`` node aside; interpolations are not resolved)."""
+    out: list[str] = []
+    for key in node.keys():
+        path = f"{prefix}{key}"
+        if path == "hydra":
+            continue
+        child = node._get_node(key)
+        if isinstance(child, DictConfig):
+            out += missing_values(child, path + ".")
+        elif OmegaConf.is_missing(node, key):
+            out.append(path)
+    return sorted(out)
+
+
 def validate_config(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` for the first problem found in ``cfg``."""
-    missing = sorted(OmegaConf.missing_keys(cfg))
+    missing = missing_values(cfg)
     if missing:  # '???' in a config: a value only the user can give (e.g. a fine-tune's starting checkpoint)
         raise ConfigError(f"{', '.join(missing)} must be given on the command line (the config leaves "
                           f"{'it' if len(missing) == 1 else 'them'} '???'), e.g. {missing[0]}=<value>; the "
