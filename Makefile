@@ -49,7 +49,7 @@ clean: ## remove outputs of runs, the user board included (keeps results/ and th
 
 # --- experiments, suites and the leaderboard (docs/sweeps.md, docs/leaderboard.md) ---
 SUITES := attention sdsa repconv random_qk patch_embed neuron surrogate encoder shortcut timesteps temporal
-REPRODUCE := reproduce-meta-spikeformer-15m-imagenet-t1 reproduce-meta-spikeformer-15m-imagenet-t4 reproduce-meta-spikeformer-31m-imagenet-t1 reproduce-meta-spikeformer-31m-imagenet-t4 reproduce-meta-spikeformer-55m-imagenet-t4 reproduce-qkformer-cifar10 reproduce-qkformer-cifar100 reproduce-qkformer-cifar10dvs reproduce-qkformer-dvsgesture reproduce-qkformer-imagenet reproduce-sdt-cifar10 reproduce-sdt-cifar100 reproduce-sdt-cifar10dvs reproduce-sdt-dvsgesture reproduce-sdt-imagenet reproduce-semm-cifar10 reproduce-semm-cifar100 reproduce-spikformer-cifar10 reproduce-spikformer-cifar100 reproduce-spikformer-cifar10dvs reproduce-spikformer-dvsgesture reproduce-spikformer-imagenet reproduce-spikformer-psmnist reproduce-spikformer-scifar10 reproduce-spikformer-smnist
+REPRODUCE := reproduce-meta-spikeformer-15m-imagenet-t1 reproduce-meta-spikeformer-15m-imagenet-t4 reproduce-meta-spikeformer-31m-imagenet-t1 reproduce-meta-spikeformer-31m-imagenet-t4 reproduce-meta-spikeformer-55m-imagenet-t4 reproduce-meta-spikeformer-55m-imagenet-t4-distilled reproduce-qkformer-cifar10 reproduce-qkformer-cifar100 reproduce-qkformer-cifar10dvs reproduce-qkformer-dvsgesture reproduce-qkformer-imagenet reproduce-sdt-cifar10 reproduce-sdt-cifar100 reproduce-sdt-cifar10dvs reproduce-sdt-dvsgesture reproduce-sdt-imagenet reproduce-semm-cifar10 reproduce-semm-cifar100 reproduce-spikformer-cifar10 reproduce-spikformer-cifar100 reproduce-spikformer-cifar10dvs reproduce-spikformer-dvsgesture reproduce-spikformer-imagenet reproduce-spikformer-psmnist reproduce-spikformer-scifar10 reproduce-spikformer-smnist
 .PHONY: $(REPRODUCE) reproduce-cpu dense-cpu leaderboard
 
 # Runs append to the user board (outputs/leaderboard.csv, git-ignored) unless asked otherwise; the
@@ -84,13 +84,15 @@ reproduce-meta-spikeformer-31m-imagenet-t4: install ## Meta-SpikeFormer (31.3M) 
 	$(VENV)/bin/step-train -m experiment=meta-spikeformer-31m-imagenet-t4 seed=0,1,2
 reproduce-meta-spikeformer-55m-imagenet-t4: install ## Meta-SpikeFormer (55.4M) on ImageNet-1K at 224 px, T=4, trained directly (no distillation) (needs the dataset under STEP_DATA and a GPU; seeds 0,1,2)
 	$(VENV)/bin/step-train -m experiment=meta-spikeformer-55m-imagenet-t4 seed=0,1,2
+reproduce-meta-spikeformer-55m-imagenet-t4-distilled: install ## Meta-SpikeFormer 55M, T=4: the released 50-epoch fine-tune of a T=1 checkpoint with CAFormer-B36 distillation; INIT=<T=1 model.pt> (needs the dataset under STEP_DATA and a GPU; seeds 0,1,2)
+	$(VENV)/bin/step-train -m experiment=meta-spikeformer-55m-imagenet-t4-distilled trainer.init_from=$(INIT) seed=0,1,2
 reproduce-qkformer-cifar10: install ## QKFormer HST-4-384 on CIFAR-10, T=4 (needs the dataset under STEP_DATA and a GPU; seeds 0,1,2)
 	$(VENV)/bin/step-train -m experiment=qkformer-cifar10 seed=0,1,2
 reproduce-qkformer-cifar100: install ## QKFormer HST-4-384 on CIFAR-100, T=4 (needs the dataset under STEP_DATA and a GPU; seeds 0,1,2)
 	$(VENV)/bin/step-train -m experiment=qkformer-cifar100 seed=0,1,2
 reproduce-qkformer-cifar10dvs: install ## QKFormer HST-2-256 (mlp ratio 1) on CIFAR10-DVS, T=16 (needs the dataset under STEP_DATA and a GPU; seeds 0,1,2)
 	$(VENV)/bin/step-train -m experiment=qkformer-cifar10dvs seed=0,1,2
-reproduce-qkformer-dvsgesture: install ## QKFormer HST-2-256 on DVS128 Gesture, T=16 (needs the dataset under STEP_DATA and a GPU; seeds 0,1,2)
+reproduce-qkformer-dvsgesture: install ## QKFormer HST-2-256 (mlp ratio 4, as released) on DVS128 Gesture, T=16 (needs the dataset under STEP_DATA and a GPU; seeds 0,1,2)
 	$(VENV)/bin/step-train -m experiment=qkformer-dvsgesture seed=0,1,2
 reproduce-qkformer-imagenet: install ## QKFormer HST-10-768 on ImageNet-1K at 224 px, T=4 (needs the dataset under STEP_DATA and a GPU; seeds 0,1,2)
 	$(VENV)/bin/step-train -m experiment=qkformer-imagenet seed=0,1,2
@@ -98,7 +100,7 @@ reproduce-sdt-cifar10: install ## Spike-driven Transformer (SDT v1) 2-512 on CIF
 	$(VENV)/bin/step-train -m experiment=sdt-cifar10 seed=0,1,2
 reproduce-sdt-cifar100: install ## SDT v1 2-512 on CIFAR-100, T=4 (needs the dataset under STEP_DATA and a GPU; seeds 0,1,2)
 	$(VENV)/bin/step-train -m experiment=sdt-cifar100 seed=0,1,2
-reproduce-sdt-cifar10dvs: install ## SDT v1 2-256 on CIFAR10-DVS at 64x64, T=16 (needs the dataset under STEP_DATA and a GPU; seeds 0,1,2)
+reproduce-sdt-cifar10dvs: install ## SDT v1 2-256 on CIFAR10-DVS at 64x64, T=10 with TET and Erode pooling (the released run) (needs the dataset under STEP_DATA and a GPU; seeds 0,1,2)
 	$(VENV)/bin/step-train -m experiment=sdt-cifar10dvs seed=0,1,2
 reproduce-sdt-dvsgesture: install ## SDT v1 2-256 on DVS128 Gesture at 128x128, T=16, pooling 0111 (needs the dataset under STEP_DATA and a GPU; seeds 0,1,2)
 	$(VENV)/bin/step-train -m experiment=sdt-dvsgesture seed=0,1,2
@@ -116,7 +118,7 @@ reproduce-spikformer-cifar10dvs: install ## Spikformer-2-256 (16 heads) on CIFAR
 	$(VENV)/bin/step-train -m experiment=spikformer-cifar10dvs seed=0,1,2
 reproduce-spikformer-dvsgesture: install ## Spikformer-2-256 (16 heads) on DVS128 Gesture, T=16 (needs the dataset under STEP_DATA and a GPU; seeds 0,1,2)
 	$(VENV)/bin/step-train -m experiment=spikformer-dvsgesture seed=0,1,2
-reproduce-spikformer-imagenet: install ## Spikformer-8-768 on ImageNet-1K at 224 px, T=4 (needs the dataset under STEP_DATA and a GPU; seeds 0,1,2)
+reproduce-spikformer-imagenet: install ## Spikformer-8-512 (the released config) on ImageNet-1K at 224 px, T=4 (needs the dataset under STEP_DATA and a GPU; seeds 0,1,2)
 	$(VENV)/bin/step-train -m experiment=spikformer-imagenet seed=0,1,2
 reproduce-spikformer-psmnist: install ## Spikformer-4-384 on psMNIST (read pixel by pixel), T=4, the CIFAR recipe without image augmentation (STEP section 4.1, sequential table) (needs the dataset under STEP_DATA and a GPU; seeds 0,1,2)
 	$(VENV)/bin/step-train -m experiment=spikformer-psmnist seed=0,1,2

@@ -204,6 +204,29 @@ def eval_main(argv: list[str] | None = None) -> None:
         print(f"{key}: {value}")
 
 
+def convert_main(argv: list[str] | None = None) -> None:
+    """``step-convert RELEASED.pth OUT.pt [overrides ...]``: a released checkpoint as a STEP model.pt."""
+    parser = argparse.ArgumentParser(
+        prog="step-convert", description=convert_main.__doc__,
+        epilog="Example: step-convert spikformer-8-512.pth.tar out/model.pt experiment=spikformer-imagenet "
+               "model=spikformer-8-512; then step-eval out/model.pt. See docs/fidelity.md.")
+    parser.add_argument("released", type=Path, help="checkpoint file of the authors' code (.pth / .pth.tar)")
+    parser.add_argument("output", type=Path, help="where to write the STEP checkpoint (model.pt)")
+    parser.add_argument("overrides", nargs="*", help="run config overrides that build the model (as for step-train)")
+    parser.add_argument("--family", default="auto",
+                        help="spikformer | sdt | qkformer | meta-spikeformer (default: from the key layout)")
+    args = parser.parse_args(argv)
+    check_overrides(args.overrides)
+    try:
+        from step.models.convert import convert_file
+
+        info = convert_file(args.released, args.overrides, args.output, args.family)
+    except StepError as err:
+        _fail(str(err), err.exit_code)
+    print(f"step-convert: {info['released_keys']} released tensors ({info['family']}) -> {info['model']} "
+          f"({info['params']:,} parameters, {info['num_classes']} classes): {info['output']}")
+
+
 def list_main(argv: list[str] | None = None) -> None:
     """``step-list [kind]``: every registered component with its paper reference."""
     import step  # noqa: F401

@@ -1,7 +1,9 @@
 """Input encoders: ``[B, ...] -> [T, B, ...]``.
 
-Encoders receive un-normalised inputs in [0, 1]; normalisation, where a model wants it, happens
-after encoding (in the model's first layer). Event data bypasses the encoder. Stochastic encoders
+Encoders receive inputs in [0, 1]. Only ``direct`` (which repeats the analog input) also takes
+standardised images (``dataset.normalize``, the released recipes' mean/std normalisation): an
+encoder says so with ``accepts_normalized``, and the config check refuses ``dataset.normalize``
+with any other encoder before anything is built. Event data bypasses the encoder. Stochastic encoders
 draw from a ``torch.Generator`` seeded with ``seed`` when one is given, else from the global RNG
 (which the runner seeds), so runs are reproducible either way.
 """
@@ -16,6 +18,10 @@ from step.registry import ENCODERS
 
 class Encoder(nn.Module):
     """Base class; ``T`` is the number of timesteps produced."""
+
+    #: True when the encoding means something for any real input (standardised images included);
+    #: False for codes of intensities in [0, 1] (rate, latency, phase, delta)
+    accepts_normalized = False
 
     def __init__(self, T: int = 4):
         super().__init__()
@@ -38,6 +44,8 @@ def _check_unit_range(name: str, x: torch.Tensor) -> None:
 @ENCODERS.register("direct", paper="Rathi & Roy 2021; used by every spiking transformer")
 class Direct(Encoder):
     """Repeat the analog input T times; the first conv + BN + neuron acts as the encoder."""
+
+    accepts_normalized = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.unsqueeze(0).expand(self.T, *x.shape).contiguous()

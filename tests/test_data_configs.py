@@ -1,4 +1,5 @@
-"""conf/dataset/*.yaml: one per registered dataset, exactly the builder's keywords, no machine paths."""
+"""conf/dataset/*.yaml: one per registered dataset, exactly the builder's keywords (plus the batch
+recipe the training loop applies), no machine paths."""
 
 import re
 from pathlib import Path
@@ -6,6 +7,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from step.config.validate import DATASET_RECIPE_KEYS
 from step.registry import DATASETS
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "dataset"
@@ -22,7 +24,10 @@ def test_config_holds_exactly_the_builder_keywords(path):
     cfg = OmegaConf.load(path)
     entry = DATASETS.entry(cfg.name)
     keys = set(cfg) - {"name"}
-    assert keys == entry.accepted_keywords() - {"root"}
+    assert keys - set(DATASET_RECIPE_KEYS) == entry.accepted_keywords() - {"root"}
+    recipe = keys & set(DATASET_RECIPE_KEYS)
+    # image and event classification sets carry the whole batch recipe, sequences only label smoothing
+    assert recipe in (set(DATASET_RECIPE_KEYS), {"label_smoothing"}, set()), path.name
     # event sets take their frame count from the run's T
     if "timesteps" in keys:
         assert OmegaConf.to_container(cfg)["timesteps"] == "${T}"

@@ -82,9 +82,9 @@ def test_nmnist_bin_files_to_frames_and_cache(tmp_path):
     check_two_bin_frames(down.test[0][0], 17, scale=0.5)
 
 
-def test_nmnist_frames_by_event_count(tmp_path):
+def test_nmnist_frames_by_event_number(tmp_path):
     write_nmnist(tmp_path)
-    x, _ = DATASETS.build("nmnist", root=str(tmp_path), timesteps=2, split_by="count", cache=False).test[0]
+    x, _ = DATASETS.build("nmnist", root=str(tmp_path), timesteps=2, split_by="number", cache=False).test[0]
     assert x.shape == (2, 2, 34, 34) and x[0].sum() == 2 and x[1].sum() == 2
 
 

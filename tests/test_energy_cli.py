@@ -68,20 +68,55 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert "energy.enabled" in capsys.readouterr().err
 
 
-def test_energy_configs_share_one_key_set_and_build():
+def _changed(value):
+    """Another value of the same kind: what a user would set instead."""
+    if value is None:
+        return 1.234
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, (int, float)):
+        return value * 2
+    return {"fp32": "int8", "int32": "fp16"}[value]
+
+
+def _pj(result):
+    return {k: v for k, v in result.items() if k != "constants"}
+
+
+def test_each_energy_config_holds_exactly_the_keywords_its_model_uses(tmp_path):
+    """Every model keyword of conf/energy/<model>.yaml changes that model's energy when changed, and
+    every keyword the model takes but its config leaves out changes nothing (so a config holds no
+    key that its model ignores, and misses none that acts)."""
+    import inspect
     from pathlib import Path
 
     from omegaconf import OmegaConf
 
-    from step.energy.report import split_energy_cfg
+    from step.energy.report import RUNNER_KEYS, split_energy_cfg
     from step.registry import ENERGY_MODELS
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 8), NEURONS.build("lif", T=2), nn.Linear(8, 2))
+    meter = EnergyMeter(net, T=2)
+    with meter, torch.inference_mode():
+        net(torch.rand(2, 5, 4) * 10)
+    table = meter.report().table
+    assert table.totals()["sops"] > 0  # spikes flow, so every per-spike term has something to charge
 
     files = sorted(Path(__file__).resolve().parents[1].glob("conf/energy/*.yaml"))
     cfgs = {f.stem: OmegaConf.to_container(OmegaConf.load(f)) for f in files}
     assert {"simple45", "memory", "lemaire"} <= set(cfgs)
-    keys = {frozenset(c) for c in cfgs.values()}
-    assert len(keys) == 1
     for stem, cfg in cfgs.items():
         assert cfg["name"] == stem and cfg["enabled"] is True and cfg["encoder_per_step"] is False
+        assert set(RUNNER_KEYS) <= set(cfg)
         name, _, constants = split_energy_cfg(cfg)
-        ENERGY_MODELS.check_kwargs(name, constants)
+        base = _pj(ENERGY_MODELS.build(name, ops=table, **constants))
+        for key, value in constants.items():
+            changed = _pj(ENERGY_MODELS.build(name, ops=table, **{**constants, key: _changed(value)}))
+            assert changed != base, f"conf/energy/{stem}.yaml: {key} does not act in model '{name}'"
+        keywords = inspect.signature(ENERGY_MODELS.entry(name).fn).parameters
+        for key, param in keywords.items():
+            if key == "ops" or key in constants:
+                continue
+            changed = _pj(ENERGY_MODELS.build(name, ops=table, **{**constants, key: _changed(param.default)}))
+            assert changed == base, f"conf/energy/{stem}.yaml leaves out {key}, which acts in model '{name}'"

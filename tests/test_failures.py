@@ -74,9 +74,9 @@ def test_fp16_without_cuda_is_refused(isolated_roots):
 
 
 def test_nan_in_a_later_epoch_keeps_the_last_good_checkpoint(isolated_roots, monkeypatch):
-    from step.tasks.classification import Classification
+    from step.tasks.criterion import CrossEntropy  # the training criterion (step.engine.recipe)
 
-    real_loss = Classification.loss
+    real_loss = CrossEntropy.forward
     calls = {"n": 0}
 
     def loss(self, out, y):  # finite for epoch 0 (2 batches), NaN at the first step of epoch 1
@@ -84,7 +84,7 @@ def test_nan_in_a_later_epoch_keeps_the_last_good_checkpoint(isolated_roots, mon
         value = real_loss(self, out, y)
         return value * float("nan") if calls["n"] > 2 and torch.is_grad_enabled() else value
 
-    monkeypatch.setattr(Classification, "loss", loss)
+    monkeypatch.setattr(CrossEntropy, "forward", loss)
     with pytest.raises(DivergedError, match="epoch 1, step 0"):
         run(compose([*TINY, "trainer.epochs=3", "trainer.ckpt_every=1", "trainer.eval_every=5"]))
     board = pd.read_csv(isolated_roots / "results" / "leaderboard.csv")

@@ -59,9 +59,9 @@ def test_different_seed_changes_the_run():
 
 
 def test_nan_loss_stops_with_status_diverged(isolated_roots, monkeypatch):
-    from step.tasks.classification import Classification
+    from step.tasks.criterion import CrossEntropy  # the training criterion (step.engine.recipe)
 
-    monkeypatch.setattr(Classification, "loss", lambda self, out, y: (out.sum() * float("nan")))
+    monkeypatch.setattr(CrossEntropy, "forward", lambda self, out, y: (out.sum() * float("nan")))
     with pytest.raises(DivergedError, match="epoch 0, step 0"):
         tiny_run()
     df = pd.read_csv(isolated_roots / "results" / "leaderboard.csv")

@@ -31,5 +31,9 @@ class AttentionFactory:
     def __call__(self, dim: int, heads: int, neuron: Callable[..., nn.Module]) -> nn.Module:
         return ATTENTIONS.build(self.name, dim=dim, heads=heads, neuron=neuron, **self.params)
 
+    def with_params(self, **params: Any) -> "AttentionFactory":
+        """The same attention with ``params`` added (a model's own setting, e.g. SDT's erode pooling)."""
+        return AttentionFactory(self.name, **{**self.params, **params})
+
     def __repr__(self) -> str:
         return f"AttentionFactory({self.name!r}, {self.params})"

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from step.errors import ConfigError
+from step.layers.erode import erode_grid, erode_heads
 from step.layers.linear_bn import LinearBN
 from step.layers.repconv import TokenRepConvBN
 from step.layers.spike_matmul import SpikeMatMul
@@ -105,25 +106,52 @@ class SDSA1(SpikeDrivenAttention):
     ``attn_threshold`` (0.5 in SDT v1's ``talking_heads_lif``) turns it into a channel mask that
     is applied to Q by a Hadamard product. No scale. ``heads`` only splits channels: every
     operation is per channel, so it does not change the result. SDT v1 builds a ``talking_heads``
-    Conv1d(h, h) that its forward never calls; it is not built here. The SDT v1 DVS "Erode"
-    max-pool is not implemented.
+    Conv1d(h, h) that its forward never calls; it is not built here.
+
+    ``pooling="erode"`` is SDT v1's DVS mode (:mod:`step.layers.erode`; SDT sets it from
+    ``model.pooling``): the K and V spike maps are 3 x 3 max-pooled over the grid, and ``K (x) V``
+    (then summed over tokens) and the masked Q are 3 x 3 max-pooled over (token, channel) in head layout.
     """
 
     variant = "sdsa1"
 
+    POOLINGS = ("none", "erode")
+
     def __init__(self, dim: int, heads: int, neuron: Callable[..., nn.Module], attn_threshold: float = 0.5,
-                 qkv: str = "linear", proj: str = "linear"):
+                 qkv: str = "linear", proj: str = "linear", pooling: str = "none"):
         super().__init__(dim, heads, neuron, qkv, proj)
+        if pooling not in self.POOLINGS:
+            raise ConfigError(f"sdsa1: pooling must be one of {', '.join(self.POOLINGS)}, got {pooling!r}.")
+        self.pooling = str(pooling)
         self.attn_threshold = float(attn_threshold)
-        self.kv = SpikeMatMul("matmul")  # per-channel K^T V: the token sum of K (x) V
+        if self.pooling == "erode":  # K (x) V is pooled before its token sum: both products are explicit
+            self.kv_product = SpikeMatMul("hadamard")
+            self.kv_sum = SpikeMatMul("matmul")
+        else:
+            self.kv = SpikeMatMul("matmul")  # per-channel K^T V: the token sum of K (x) V
         self.attn_lif = neuron(v_threshold=self.attn_threshold)
         self.mask = SpikeMatMul("hadamard")
 
+    def forward(self, x: torch.Tensor, hw: tuple[int, int] | None = None) -> torch.Tensor:
+        if self.pooling == "none":
+            return super().forward(x, hw)
+        q = self._heads(self.q_lif(self.q(x, hw)))
+        k = self._heads(erode_grid(self.k_lif(self.k(x, hw)), hw))
+        v = self._heads(erode_grid(self.v_lif(self.v(x, hw)), hw))
+        return self.proj(self.mix(q, k, v), hw)
+
     def mix(self, q, k, v):
         T, B, h, N, d = q.shape
+        if self.pooling == "erode":
+            kv = erode_heads(self.kv_product(k, v))  # [T, B, h, N, d]
+            kv = self.kv_sum(kv.new_ones(T, B, h, 1, N), kv)  # token sum: [T, B, h, 1, d]
+            return self._merge(erode_heads(self.mask(q, self.attn_lif(kv))))
         kv = self.kv(k.transpose(-2, -1).unsqueeze(-2), v.transpose(-2, -1).unsqueeze(-1))  # [T,B,h,d,1,1]
         kv = self.attn_lif(kv.reshape(T, B, h, 1, d))
         return self._merge(self.mask(q, kv))
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + (f", pooling={self.pooling!r}" if self.pooling != "none" else "")
 
 
 @ATTENTIONS.register("sdsa2", paper=_PAPER + ", Eq. 19")

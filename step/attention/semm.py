@@ -21,6 +21,12 @@ EMSP (:class:`ExpertsMixtureMLP`, channel-wise experts; used by ``semm-spikforme
     out = SN(BN((G (.) H_2) W_2))
 
 All products between activations go through :class:`step.layers.SpikeMatMul`.
+
+``released_router_reshape=True`` reproduces STEP's router (``spikf_semm_cifar.py``, ``SSA.forward``):
+its BatchNorm output ``[T*B, m, N]`` is reshaped to ``[T, B, N, m]`` without a transpose, so token n
+of expert i reads the router value of another (token, expert) pair (flat index i*N + n read as
+n'*m + i'). STEP's published SEMM numbers were trained that way. Off by default (the paper's
+per-token router); ``semm-spikformer`` turns it on with its own ``released_router_reshape``.
 """
 
 from __future__ import annotations
@@ -43,7 +49,8 @@ class ExpertsMixtureAttention(nn.Module):
     emits = "spikes"
 
     def __init__(self, dim: int, heads: int, neuron: Callable[..., nn.Module], expert_dim: int = 96,
-                 num_expert: int = 4, scale: float = 0.125, qkv_bias: bool = True):
+                 num_expert: int = 4, scale: float = 0.125, qkv_bias: bool = True,
+                 released_router_reshape: bool = False):
         super().__init__()
         if expert_dim < 1 or num_expert < 1:
             raise ValueError(f"semm: expert_dim and num_expert must be >= 1, got {expert_dim}, {num_expert}")
@@ -54,6 +61,7 @@ class ExpertsMixtureAttention(nn.Module):
         self.v_lif = neuron()
         self.router = LinearBN(dim, num_expert, bias=True)
         self.router_lif = neuron()
+        self.released_router_reshape = bool(released_router_reshape)
         self.expert_q = nn.ModuleList(LinearBN(dim, expert_dim, bias=qkv_bias) for _ in range(num_expert))
         self.expert_q_lif = nn.ModuleList(neuron() for _ in range(num_expert))
         self.expert_lif = nn.ModuleList(neuron() for _ in range(num_expert))
@@ -66,7 +74,11 @@ class ExpertsMixtureAttention(nn.Module):
     def forward(self, x: torch.Tensor, hw: tuple[int, int] | None = None) -> torch.Tensor:
         k = self.k_lif(self.k(x))
         v = self.v_lif(self.v(x))
-        route = self.router_lif(self.router(x))  # [T, B, N, m]
+        route = self.router(x)  # [T, B, N, m]
+        if self.released_router_reshape:  # STEP: the [T*B, m, N] layout read as [T, B, N, m]
+            T, B, N, m = route.shape
+            route = route.transpose(-1, -2).reshape(T, B, N, m)
+        route = self.router_lif(route)
         y = 0
         for i in range(self.num_expert):
             q = self.expert_q_lif[i](self.expert_q[i](x))

@@ -1,7 +1,8 @@
 """The structured schema of a run config (registered in Hydra's ConfigStore as ``train_schema``).
 
 Engine groups (trainer, optim, sched, logger, paths) are typed dataclasses: a misspelled key fails
-when Hydra composes. Registry-backed groups (model, attention, neuron, surrogate, encoder, backend,
+when Hydra composes. The ``kd`` group holds ``name`` and, for ``kd=deit``, the distillation keys
+(checked by :func:`step.config.validate.validate_config`). Registry-backed groups (model, attention, neuron, surrogate, encoder, backend,
 dataset, task, energy) are ``name`` plus the builder's keyword arguments; their keys are checked
 against the builder's signature by :func:`step.config.validate.validate_config` before anything
 is built, so a misspelling there fails with the valid keys too.
@@ -35,6 +36,7 @@ class TrainerConf:
     eval_every: int = 1  # evaluate on the test split every N epochs (and always at the end)
     ckpt_every: int = 0  # write <run_dir>/last.pt every N epochs; 0: only at the end (and on interrupt)
     resume: str = "never"  # never | auto | <path to a last.pt or its run folder>
+    init_from: Optional[str] = None  # path to a model.pt / last.pt: start from its weights (fresh optimiser, epoch 0)
     deterministic: bool = True
     max_batches: Optional[int] = None  # cap batches per epoch (smoke tests)
     eval_time_order: str = "normal"  # normal | reversed | shuffled: final test only (step.engine.time_order)
@@ -43,11 +45,13 @@ class TrainerConf:
 
 @dataclass
 class OptimConf:
-    name: str = "adamw"  # any timm optimizer name (create_optimizer_v2)
-    lr: float = 1e-3
+    name: str = "adamw"  # any timm optimizer name (create_optimizer_v2): adamw, sgd, lamb, ...
+    lr: float = 1e-3  # the peak lr, or the lr per lr_base_batch samples when that is set
     weight_decay: float = 0.05
-    momentum: float = 0.9
+    momentum: Optional[float] = None  # SGD-family momentum; null for optimizers without one (adamw, lamb)
     filter_bias_and_bn: bool = True
+    lr_base_batch: Optional[int] = None  # set: lr = optim.lr * trainer.batch_size (global) / lr_base_batch
+    trust_clip: Optional[bool] = None  # LAMB's trust-ratio clipping (timm Lamb trust_clip); null elsewhere
 
 
 @dataclass
@@ -56,7 +60,8 @@ class SchedConf:
     warmup_epochs: int = 0
     warmup_lr: float = 1e-6
     min_lr: float = 1e-5
-    cooldown_epochs: int = 0
+    cooldown_epochs: int = 0  # epochs at min_lr after the schedule: the run trains epochs + cooldown_epochs
+    per_iteration: bool = False  # step the schedule after every optimizer step (timm t_in_epochs=False)
 
 
 @dataclass
@@ -85,6 +90,7 @@ class TrainConf:
     dataset: dict[str, Any] = MISSING
     task: dict[str, Any] = MISSING
     energy: dict[str, Any] = MISSING
+    kd: dict[str, Any] = MISSING  # distillation: kd=none | kd=deit (step.engine.recipe, step.engine.teacher)
     optim: OptimConf = field(default_factory=OptimConf)
     sched: SchedConf = field(default_factory=SchedConf)
     trainer: TrainerConf = field(default_factory=TrainerConf)

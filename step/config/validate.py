@@ -24,10 +24,19 @@ REGISTRY_GROUPS = {
     "task": "task",
 }
 
+#: the dataset group's batch recipe, applied by the training loop (step.engine.recipe), not by the
+#: dataset builder: any dataset config may hold them
+DATASET_RECIPE_KEYS = ("mixup", "cutmix", "label_smoothing", "mixup_prob", "mixup_switch_prob", "mixup_mode",
+                       "mixup_off_epoch")
+
 #: keys of a group consumed by the runner itself rather than passed to the builder
 RUNNER_KEYS = {
     "energy": {"name", "enabled", "encoder_per_step", "skip_zero_weights"},
+    "dataset": {"name", *DATASET_RECIPE_KEYS},
 }
+
+#: the keys of each kd option (conf/kd/*.yaml)
+KD_KEYS = {"none": {"name"}, "deit": {"name", "teacher", "type", "alpha", "tau"}}
 
 
 def group_params(cfg: DictConfig, group: str) -> dict[str, Any]:
@@ -50,8 +59,48 @@ def _check_range(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def check_encoder_input(cfg: DictConfig) -> None:
+    """Refuse a dataset that standardises its images (``normalize``, or random erasing with noise)
+    in front of an encoder that codes intensities in [0, 1] (rate, latency, phase, delta)."""
+    data = cfg.dataset
+    encoder = str(cfg.encoder.name)
+    if getattr(ALL_REGISTRIES["encoder"].get(encoder), "accepts_normalized", False):
+        return
+    if data.get("normalize", False):
+        raise ConfigError(
+            f"dataset.normalize=true standardises the images with the dataset mean and std, but encoder "
+            f"'{encoder}' codes intensities in [0, 1]; use encoder=direct (the released recipes' encoding) "
+            "or set dataset.normalize=false."
+        )
+    if data.get("reprob", 0) and data.get("remode", "const") != "const":
+        raise ConfigError(
+            f"dataset.remode={data.get('remode')} erases boxes with normal noise, outside the [0, 1] intensities "
+            f"encoder '{encoder}' codes; use dataset.remode=const (black boxes) or encoder=direct."
+        )
+
+
+def missing_values(node: DictConfig, prefix: str = "") -> list[str]:
+    """Keys left '???' in ``node`` (Hydra's own ``hydra`` node aside; interpolations are not resolved)."""
+    out: list[str] = []
+    for key in node.keys():
+        path = f"{prefix}{key}"
+        if path == "hydra":
+            continue
+        child = node._get_node(key)
+        if isinstance(child, DictConfig):
+            out += missing_values(child, path + ".")
+        elif OmegaConf.is_missing(node, key):
+            out.append(path)
+    return sorted(out)
+
+
 def validate_config(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` for the first problem found in ``cfg``."""
+    missing = missing_values(cfg)
+    if missing:  # '???' in a config: a value only the user can give (e.g. a fine-tune's starting checkpoint)
+        raise ConfigError(f"{', '.join(missing)} must be given on the command line (the config leaves "
+                          f"{'it' if len(missing) == 1 else 'them'} '???'), e.g. {missing[0]}=<value>; the "
+                          "experiment's comment says what it needs.")
     for group, kind in REGISTRY_GROUPS.items():
         registry = ALL_REGISTRIES[kind]
         name = _require_name(cfg, group)
@@ -66,6 +115,7 @@ def validate_config(cfg: DictConfig) -> None:
             params = {**params, "T": 1}
         registry.check_kwargs(name, params)  # raises UnknownNameError / ConfigError
 
+    check_encoder_input(cfg)
     backend = _require_name(cfg, "backend")
     BACKENDS.entry(backend)  # raises for an unknown backend, with the valid names
     if "energy" in cfg and cfg.energy.get("enabled", True):
@@ -86,6 +136,8 @@ def validate_config(cfg: DictConfig) -> None:
                  f"trainer.precision must be 32, bf16 or fp16, got '{t.precision}'.")
     _check_range(bool(str(t.resume).strip()),
                  "trainer.resume must be never, auto or the path of a last.pt (or its run folder), got ''.")
+    _check_range(t.get("init_from") is None or bool(str(t.init_from).strip()),
+                 "trainer.init_from must be the path of a model.pt (or last.pt) to start from, or null; got ''.")
     _check_range(t.num_workers >= 0, f"trainer.num_workers must be >= 0, got {t.num_workers}.")
     _check_range(t.max_batches is None or t.max_batches >= 1,
                  f"trainer.max_batches must be >= 1 or null, got {t.max_batches}.")
@@ -97,3 +149,32 @@ def validate_config(cfg: DictConfig) -> None:
                  f"logger must be csv, wandb or none, got '{cfg.logger.name}'.")
     _check_range(t.get("eval_time_order", "normal") in ("normal", "reversed", "shuffled"),
                  f"trainer.eval_time_order must be normal, reversed or shuffled, got '{t.get('eval_time_order')}'.")
+    _check_range(cfg.optim.get("lr_base_batch") is None or cfg.optim.lr_base_batch >= 1,
+                 f"optim.lr_base_batch must be null or >= 1 (the batch optim.lr is given for), got {cfg.optim.get('lr_base_batch')}.")
+    _check_range(cfg.sched.cooldown_epochs >= 0 and cfg.sched.warmup_epochs >= 0,
+                 "sched.warmup_epochs and sched.cooldown_epochs must be >= 0.")
+    _check_recipe(cfg)
+
+
+def _check_recipe(cfg: DictConfig) -> None:
+    """Ranges of the dataset recipe keys and the kd group (what they do: step.engine.recipe)."""
+    d = cfg.dataset
+    for key in ("mixup", "cutmix"):
+        _check_range(float(d.get(key, 0.0)) >= 0, f"dataset.{key} (an alpha) must be >= 0, got {d.get(key)}.")
+    _check_range(0.0 <= float(d.get("label_smoothing", 0.0)) < 1.0,
+                 f"dataset.label_smoothing must be in [0, 1), got {d.get('label_smoothing')}.")
+    for key in ("mixup_prob", "mixup_switch_prob"):
+        _check_range(0.0 <= float(d.get(key, 0.5)) <= 1.0, f"dataset.{key} must be in [0, 1], got {d.get(key)}.")
+    _check_range(d.get("mixup_mode", "batch") in ("batch", "pair", "elem"),
+                 f"dataset.mixup_mode must be batch, pair or elem, got '{d.get('mixup_mode')}'.")
+    off = d.get("mixup_off_epoch")
+    _check_range(off is None or (isinstance(off, int) and off >= 0),
+                 f"dataset.mixup_off_epoch must be null or an epoch >= 0, got {off!r}.")
+    kd = cfg.get("kd")
+    if kd is None:
+        return
+    name = str(kd.get("name", ""))
+    _check_range(name in KD_KEYS, f"kd must be one of {', '.join(KD_KEYS)}, got '{name}'.")
+    extra = sorted(set(kd.keys()) - KD_KEYS[name])
+    _check_range(not extra, f"kd={name} has no option {', '.join(extra)}; valid: {', '.join(sorted(KD_KEYS[name]))}"
+                 + (" (choose kd=deit to distil)." if name == "none" else "."))

@@ -29,9 +29,6 @@ class DataBundle:
     #: for sequences: the sequence length
     seq_len: int | None = None
     info: dict[str, Any] = field(default_factory=dict)
-    #: keywords for :func:`step.data.mixup.build_mixup` (the dataset's mixup / cutmix / label smoothing
-    #: recipe); empty means plain hard labels
-    mixup: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.modality not in MODALITIES:

@@ -11,9 +11,14 @@ Layouts under the data root (tonic's, so an existing tonic download is found as 
 ==================  =============================================================  =========
 
 Events are rescaled to ``img_size`` (x' = floor(x * img_size / width), the same for y) and
-accumulated by tonic's ``ToFrame`` into ``timesteps`` frames ``[T, 2, H, W]`` of event counts, each
-frame spanning an equal share of the recording's time (``split_by: time``) or of its events
-(``split_by: count``). N-Caltech101 keeps its 101 object classes (``BACKGROUND_Google`` is left out).
+accumulated into ``timesteps`` frames ``[T, 2, H, W]`` of event counts (channel 1: polarity != 0),
+each frame spanning an equal share of the recording's time (``split_by: time``, tonic's
+``ToFrame``) or of its events (``split_by: number``, SpikingJelly's ``split_by='number'``, which
+every released DVS recipe uses: frame i holds events ``[i*(N//T), (i+1)*(N//T))`` in recording
+order and the last frame also takes the ``N % T`` left over; :class:`FramesByNumber`).
+``augment`` (training split only; :mod:`step.data.event_augment`): ``none``, ``flip`` (horizontal,
+p 0.5) or ``flip-trivial`` (the flip, then the TrivialAugment-style policy of the released
+Spikformer / QKFormer DVS code). N-Caltech101 keeps its 101 object classes (``BACKGROUND_Google`` is left out).
 CIFAR10-DVS and N-Caltech101 have no official split: the first
 ``train_fraction`` of each class's files (sorted by name) train, the rest test. SHD is a sequence
 set: ``x`` = ``[seq_len, 700]`` spike counts of the 700 cochlea channels in ``seq_len`` time bins.
@@ -34,11 +39,30 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 from step.data.base import DataBundle
+from step.data.event_augment import AugmentedFrames, event_augmentation
 from step.data.paths import data_root, download_guard, missing_error, params_key
 from step.errors import StepError
 from step.registry import DATASETS
 
-SPLIT_BY = ("time", "count")
+SPLIT_BY = ("time", "number")
+
+
+class FramesByNumber:
+    """Events -> ``[T, P, H, W]`` counts, frame i holding the i-th equal share of the events (in
+    recording order); the last frame also takes the remainder (SpikingJelly ``split_by='number'``)."""
+
+    def __init__(self, sensor_size: tuple[int, int, int], n_frames: int):
+        self.width, self.height, self.polarities = (int(v) for v in sensor_size)
+        self.n_frames = int(n_frames)
+
+    def __call__(self, events: np.ndarray) -> np.ndarray:
+        n, T = len(events), self.n_frames
+        bounds = [i * (n // T) for i in range(T)] + [n]
+        channel = (events["p"] != 0).astype(np.int64) if self.polarities > 1 else np.zeros(n, np.int64)
+        cell = (channel * self.height + events["y"].astype(np.int64)) * self.width + events["x"].astype(np.int64)
+        size = self.polarities * self.height * self.width
+        frames = [np.bincount(cell[bounds[i]:bounds[i + 1]], minlength=size) for i in range(T)]
+        return np.stack(frames).reshape(T, self.polarities, self.height, self.width).astype(np.int16)
 
 
 class RescaleEvents:
@@ -87,11 +111,13 @@ def _frame_transform(sensor_wh: tuple[int, int], img_size: int, timesteps: int, 
 
     if split_by not in SPLIT_BY:
         raise ValueError(f"split_by must be one of {SPLIT_BY}, got {split_by!r}")
-    bins = {"n_time_bins": timesteps} if split_by == "time" else {"n_event_bins": timesteps}
     steps: list[Callable] = []
     if (img_size, img_size) != tuple(sensor_wh):
         steps.append(RescaleEvents(sensor_wh[0], sensor_wh[1], img_size))
-    steps.append(tt.ToFrame(sensor_size=(img_size, img_size, polarities), **bins))
+    if split_by == "time":
+        steps.append(tt.ToFrame(sensor_size=(img_size, img_size, polarities), n_time_bins=timesteps))
+    else:
+        steps.append(FramesByNumber((img_size, img_size, polarities), timesteps))
     return tt.Compose(steps)
 
 
@@ -122,13 +148,17 @@ def _cache_dir(base: Path, name: str, key: dict, split: str, cache: bool) -> Pat
     return base / "cache" / name / params_key(key) / split if cache else None
 
 
-def _event_bundle(name, train, test, num_classes, img_size, timesteps, **info) -> DataBundle:
+def _event_bundle(name, train, test, num_classes, img_size, timesteps, augment="none", **info) -> DataBundle:
+    transform = event_augmentation(augment)
+    if transform is not None:
+        train = AugmentedFrames(train, transform)
     return DataBundle(name=name, train=train, test=test, num_classes=num_classes, in_chans=2, img_size=img_size,
-                      modality="event", timesteps=timesteps, info={"n_train": len(train), "n_test": len(test), **info})
+                      modality="event", timesteps=timesteps,
+                      info={"n_train": len(train), "n_test": len(test), "augment": augment, **info})
 
 
 def _two_split_set(name, cls, base, folders, suffix, url, sensor_wh, num_classes, alternative,
-                   download, timesteps, img_size, split_by, cache):
+                   download, timesteps, img_size, split_by, cache, augment):
     location = base / cls.__name__
     if not download and not all(_has_files(location / f, suffix) for f in folders):
         raise missing_error(name, [f"{f}/.../*{suffix}" for f in folders], location, url, True, alternative)
@@ -140,35 +170,35 @@ def _two_split_set(name, cls, base, folders, suffix, url, sensor_wh, num_classes
         test = reader(str(base), train=False, transform=transform)
     return _event_bundle(
         name, FrameCache(train, _cache_dir(base, name, key, "train", cache)),
-        FrameCache(test, _cache_dir(base, name, key, "test", cache)), num_classes, img_size, timesteps, split_by=split_by,
+        FrameCache(test, _cache_dir(base, name, key, "test", cache)), num_classes, img_size, timesteps, augment, split_by=split_by,
     )
 
 
 @DATASETS.register("nmnist", paper="Orchard et al. 2015 (N-MNIST)")
 def nmnist(root: str, download: bool = False, timesteps: int = 10, img_size: int = 34, split_by: str = "time",
-           cache: bool = True) -> DataBundle:
+           cache: bool = True, augment: str = "none") -> DataBundle:
     """N-MNIST: MNIST digits filmed by an ATIS during three saccades (60,000 / 10,000, 34 x 34, 10 classes)."""
     from tonic.datasets import NMNIST
 
     return _two_split_set("nmnist", NMNIST, data_root(root, "nmnist"), ["Train", "Test"], ".bin",
                           "https://www.garrickorchard.com/datasets/n-mnist", (34, 34), 10, "digits-dvs",
-                          download, timesteps, img_size, split_by, cache)
+                          download, timesteps, img_size, split_by, cache, augment)
 
 
 @DATASETS.register("dvs-gesture", paper="Amir et al. 2017 (IBM DVS128 Gesture)")
 def dvs_gesture(root: str, download: bool = False, timesteps: int = 16, img_size: int = 128, split_by: str = "time",
-                cache: bool = True) -> DataBundle:
+                cache: bool = True, augment: str = "none") -> DataBundle:
     """DVS128 Gesture: 11 hand and arm gestures of 29 people (1,077 / 264 recordings, 128 x 128)."""
     from tonic.datasets import DVSGesture
 
     return _two_split_set("dvs-gesture", DVSGesture, data_root(root, "dvs-gesture"), ["ibmGestureTrain", "ibmGestureTest"],
                           ".npy", "https://research.ibm.com/interactive/dvsgesture/ (tonic fetches its preprocessed copy)",
-                          (128, 128), 11, "digits-dvs", download, timesteps, img_size, split_by, cache)
+                          (128, 128), 11, "digits-dvs", download, timesteps, img_size, split_by, cache, augment)
 
 
 def _one_split_set(name, reader, base, location, url, sensor_wh, timesteps, img_size, split_by, train_fraction, cache,
                    suffix: str, download: bool, label_of: Callable | None = None, exclude: tuple[str, ...] = (),
-                   class_names: list[str] | None = None):
+                   class_names: list[str] | None = None, augment: str = "none"):
     """One folder of recordings split per class; ``class_names``: a fixed label set (the reader's
     targets are already indices into it), else the classes found, indexed by ``label_of``."""
     key = {"timesteps": timesteps, "img_size": img_size, "split_by": split_by}
@@ -184,12 +214,12 @@ def _one_split_set(name, reader, base, location, url, sensor_wh, timesteps, img_
     cached = FrameCache(full, _cache_dir(base, name, key, "all", cache))
     names = list(class_names) if class_names is not None else [str(c) for c in classes]
     return _event_bundle(name, Subset(cached, train_idx), Subset(cached, test_idx), len(names), img_size, timesteps,
-                         split_by=split_by, train_fraction=train_fraction, classes=names)
+                         augment, split_by=split_by, train_fraction=train_fraction, classes=names)
 
 
 @DATASETS.register("cifar10-dvs", paper="Li et al. 2017 (CIFAR10-DVS)")
 def cifar10_dvs(root: str, download: bool = False, timesteps: int = 10, img_size: int = 128, split_by: str = "time",
-                train_fraction: float = 0.9, cache: bool = True) -> DataBundle:
+                train_fraction: float = 0.9, cache: bool = True, augment: str = "none") -> DataBundle:
     """CIFAR10-DVS: 10,000 recordings of CIFAR-10 images moving on a monitor (128 x 128, 10 classes)."""
     from tonic.datasets import CIFAR10DVS
 
@@ -205,7 +235,8 @@ def cifar10_dvs(root: str, download: bool = False, timesteps: int = 10, img_size
                         "installed: pip install aedat") from None
     reader = CIFAR10DVS if download else _offline(CIFAR10DVS)
     return _one_split_set("cifar10-dvs", reader, base, location, url, (128, 128), timesteps, img_size, split_by,
-                          train_fraction, cache, ".aedat4", download, class_names=sorted(CIFAR10DVS.classes, key=CIFAR10DVS.classes.get))
+                          train_fraction, cache, ".aedat4", download, augment=augment,
+                          class_names=sorted(CIFAR10DVS.classes, key=CIFAR10DVS.classes.get))
 
 
 class _ClassIndex:
@@ -218,7 +249,7 @@ class _ClassIndex:
 
 @DATASETS.register("n-caltech101", paper="Orchard et al. 2015 (N-Caltech101)")
 def n_caltech101(root: str, download: bool = False, timesteps: int = 10, img_size: int = 64, split_by: str = "time",
-                 train_fraction: float = 0.9, cache: bool = True) -> DataBundle:
+                 train_fraction: float = 0.9, cache: bool = True, augment: str = "none") -> DataBundle:
     """N-Caltech101: Caltech101 images filmed during saccades (8,709 recordings, up to 240 x 180, resized)."""
     from tonic.datasets import NCALTECH101
 
@@ -229,7 +260,8 @@ def n_caltech101(root: str, download: bool = False, timesteps: int = 10, img_siz
         raise missing_error("n-caltech101", ["<class>/*.bin (accordion ... yin_yang)"], location, url, True, "digits-dvs")
     reader = NCALTECH101 if download else _offline(NCALTECH101)
     return _one_split_set("n-caltech101", reader, base, location, url, (240, 180), timesteps, img_size, split_by,
-                          train_fraction, cache, ".bin", download, label_of=_ClassIndex, exclude=("BACKGROUND_Google",))
+                          train_fraction, cache, ".bin", download, label_of=_ClassIndex, exclude=("BACKGROUND_Google",),
+                          augment=augment)
 
 
 class _SHDFrames(Dataset):

@@ -32,7 +32,7 @@ SEQ_MODES = ("pixel", "row")
 
 def fixed_permutation(length: int, seed: int) -> torch.Tensor:
     """A permutation of ``range(length)`` that depends only on ``seed``."""
-    return torch.randperm(length, generator=torch.Generator().manual_seed(seed))
+    return torch.randperm(length, generator=torch.Generator().manual_seed(int(seed)))
 
 
 def image_to_sequence(x: torch.Tensor, mode: str, permutation: torch.Tensor | None = None) -> torch.Tensor:
@@ -147,24 +147,28 @@ def mnist1d(root: str | None = None) -> DataBundle:
 
 
 @DATASETS.register("smnist", paper="Le, Jaitly & Hinton 2015 (sequential MNIST)")
-def smnist(root: str, download: bool = False, mode: str = "pixel") -> DataBundle:
-    """MNIST read pixel by pixel: ``[784, 1]`` (or row by row: ``[28, 28]``)."""
+def smnist(root: str, download: bool = False, mode: str = "pixel", normalize: bool = False) -> DataBundle:
+    """MNIST read pixel by pixel: ``[784, 1]`` (or row by row: ``[28, 28]``); ``normalize``: MNIST's
+    mean and std first (STEP's sequential recipe)."""
     from step.data.vision import mnist
 
-    return sequence_bundle("smnist", mnist(root=root, download=download), mode, False, 0)
+    images = mnist(root=root, download=download, normalize=normalize)
+    return sequence_bundle("smnist", images, mode, False, 0)
 
 
 @DATASETS.register("psmnist", paper="Le, Jaitly & Hinton 2015 (permuted sequential MNIST)")
-def psmnist(root: str, download: bool = False, permutation_seed: int = 0) -> DataBundle:
+def psmnist(root: str, download: bool = False, permutation_seed: int = 0, normalize: bool = False) -> DataBundle:
     """MNIST read pixel by pixel in one fixed random order: ``[784, 1]``."""
     from step.data.vision import mnist
 
-    return sequence_bundle("psmnist", mnist(root=root, download=download), "pixel", True, permutation_seed)
+    images = mnist(root=root, download=download, normalize=normalize)
+    return sequence_bundle("psmnist", images, "pixel", True, permutation_seed)
 
 
 @DATASETS.register("scifar10", paper="sequential CIFAR-10 (Chang et al. 2017; Spikformer/STEP sequential suite)")
-def scifar10(root: str, download: bool = False, mode: str = "pixel") -> DataBundle:
+def scifar10(root: str, download: bool = False, mode: str = "pixel", normalize: bool = False) -> DataBundle:
     """CIFAR-10 read pixel by pixel: ``[1024, 3]`` (or row by row: ``[32, 96]``)."""
     from step.data.vision import cifar10
 
-    return sequence_bundle("scifar10", cifar10(root=root, download=download), mode, False, 0)
+    images = cifar10(root=root, download=download, normalize=normalize)
+    return sequence_bundle("scifar10", images, mode, False, 0)

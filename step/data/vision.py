@@ -10,7 +10,9 @@ Layouts under the data root (torchvision's, so an existing torchvision download 
 
 ``download: false`` is the default: nothing is fetched unless ``dataset.download=true``. File
 presence is checked instead of torchvision's MD5 sums, so a re-packed or partial copy loads. The
-training recipe keywords are described in :mod:`step.data.transforms` and :mod:`step.data.mixup`.
+transform keywords are described in :mod:`step.data.transforms`; the batch recipe of a dataset
+config (``mixup``, ``cutmix``, ``label_smoothing``, ...) is applied by the training loop
+(:mod:`step.engine.recipe`), not here.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 
 from step.data.base import DataBundle
 from step.data.paths import data_root, download_guard, missing_error
-from step.data.transforms import large_image_transform, small_image_transform
+from step.data.transforms import IMAGENET_MEAN, IMAGENET_STD, large_image_transform, small_image_transform
 from step.registry import DATASETS
 
 
@@ -73,10 +75,6 @@ def _tv(name: str):
     return getattr(tvd, name)
 
 
-def _mixup_args(num_classes: int, mixup: float, cutmix: float, label_smoothing: float) -> dict:
-    return {"num_classes": num_classes, "mixup_alpha": mixup, "cutmix_alpha": cutmix, "label_smoothing": label_smoothing}
-
-
 def _torchvision_set(
     name: str, cls, folder: str, files: list[str], url: str, root: str, download: bool, alternative: str,
     train_tf, test_tf,
@@ -96,22 +94,35 @@ def _torchvision_set(
     return train, test
 
 
-def _static_bundle(name, train, test, num_classes, in_chans, img_size, mixup, cutmix, label_smoothing, **info):
+def _static_bundle(name, train, test, num_classes, in_chans, img_size, **info):
     return DataBundle(
         name=name, train=train, test=test, num_classes=num_classes, in_chans=in_chans, img_size=img_size,
         modality="image", info={"n_train": len(train), "n_test": len(test), **info},
-        mixup=_mixup_args(num_classes, mixup, cutmix, label_smoothing),
     )
 
 
+def _stats(name: str, mean, std) -> tuple[list[float], list[float]]:
+    """The channel mean and std a set normalises with: ``mean``/``std`` when given, else the set's own."""
+    own_mean, own_std = STATS[name]
+    mean = own_mean if mean is None else [float(m) for m in mean]
+    std = own_std if std is None else [float(s) for s in std]
+    if len(mean) != len(own_mean) or len(std) != len(own_std) or min(std) <= 0:
+        raise ValueError(f"{name}: mean and std need {len(own_mean)} values (std > 0), got mean={mean}, std={std}")
+    return list(mean), list(std)
+
+
 def _small_set(name, cls, folder, files, url, native, num_classes, in_chans, alternative,
-               root, download, img_size, augment, randaugment, reprob, hflip, mixup, cutmix, label_smoothing):
-    kw = dict(img_size=img_size, native_size=native, augment=augment, randaugment=randaugment, reprob=reprob, hflip=hflip)
+               root, download, img_size, augment, randaugment, reprob, hflip,
+               crop_padding, normalize, mean, std, remode):
+    mean, std = _stats(name, mean, std)
+    kw = dict(img_size=img_size, native_size=native, augment=augment, randaugment=randaugment, reprob=reprob, hflip=hflip,
+              crop_padding=crop_padding, normalize=normalize, mean=mean, std=std, remode=remode)
     train, test = _torchvision_set(
         name, cls, folder, files, url, root, download, alternative,
         small_image_transform(True, **kw), small_image_transform(False, **kw),
     )
-    return _static_bundle(name, train, test, num_classes, in_chans, img_size, mixup, cutmix, label_smoothing, augment=augment)
+    return _static_bundle(name, train, test, num_classes, in_chans, img_size,
+                          augment=augment, normalize=bool(normalize), mean=mean, std=std)
 
 
 CIFAR10_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
@@ -120,51 +131,71 @@ MNIST_FILES = [f"{s}-{k}" for s in ("train", "t10k") for k in ("images-idx3-ubyt
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
 
 
+#: channel mean and std of each set (the values of the released recipes' configs; MNIST and
+#: Fashion-MNIST: the usual ones of their training splits)
+STATS = {
+    "cifar10": ([0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]),
+    "cifar100": ([0.5071, 0.4867, 0.4408], [0.2675, 0.2565, 0.2761]),
+    "mnist": ([0.1307], [0.3081]),
+    "fashion-mnist": ([0.2860], [0.3530]),
+    "imagenet": (list(IMAGENET_MEAN), list(IMAGENET_STD)),
+    "imagefolder": (list(IMAGENET_MEAN), list(IMAGENET_STD)),
+}
+
+
 @DATASETS.register("cifar10", paper="Krizhevsky 2009")
 def cifar10(root: str, download: bool = False, img_size: int = 32, augment: str = "none",
             randaugment: str = "rand-m9-n1-mstd0.4-inc1", reprob: float = 0.0, hflip: float = 0.5,
-            mixup: float = 0.0, cutmix: float = 0.0, label_smoothing: float = 0.0) -> DataBundle:
+            crop_padding: int = 4, normalize: bool = False, mean: list[float] | None = None, std: list[float] | None = None,
+            remode: str = "const") -> DataBundle:
     """CIFAR-10 (50,000 / 10,000 RGB 32x32 images, 10 classes) from ``root/cifar-10-batches-py``."""
     return _small_set("cifar10", _local_cifar("cifar10"), "cifar-10-batches-py", CIFAR10_FILES, CIFAR_URL, 32, 10, 3, "digits",
-                      root, download, img_size, augment, randaugment, reprob, hflip, mixup, cutmix, label_smoothing)
+                      root, download, img_size, augment, randaugment, reprob, hflip,
+                      crop_padding, normalize, mean, std, remode)
 
 
 @DATASETS.register("cifar100", paper="Krizhevsky 2009")
 def cifar100(root: str, download: bool = False, img_size: int = 32, augment: str = "none",
              randaugment: str = "rand-m9-n1-mstd0.4-inc1", reprob: float = 0.0, hflip: float = 0.5,
-             mixup: float = 0.0, cutmix: float = 0.0, label_smoothing: float = 0.0) -> DataBundle:
+             crop_padding: int = 4, normalize: bool = False, mean: list[float] | None = None, std: list[float] | None = None,
+             remode: str = "const") -> DataBundle:
     """CIFAR-100 (50,000 / 10,000 RGB 32x32 images, 100 fine classes) from ``root/cifar-100-python``."""
     return _small_set("cifar100", _local_cifar("cifar100"), "cifar-100-python", CIFAR100_FILES, CIFAR_URL, 32, 100, 3, "digits",
-                      root, download, img_size, augment, randaugment, reprob, hflip, mixup, cutmix, label_smoothing)
+                      root, download, img_size, augment, randaugment, reprob, hflip,
+                      crop_padding, normalize, mean, std, remode)
 
 
 @DATASETS.register("mnist", paper="LeCun et al. 1998")
 def mnist(root: str, download: bool = False, img_size: int = 28, augment: str = "none",
           randaugment: str = "rand-m9-n1-mstd0.4-inc1", reprob: float = 0.0, hflip: float = 0.0,
-          mixup: float = 0.0, cutmix: float = 0.0, label_smoothing: float = 0.0) -> DataBundle:
+          crop_padding: int = 3, normalize: bool = False, mean: list[float] | None = None, std: list[float] | None = None,
+          remode: str = "const") -> DataBundle:
     """MNIST (60,000 / 10,000 grey 28x28 digits) from ``root/MNIST/raw``."""
     return _small_set("mnist", _tv("MNIST"), "MNIST/raw", MNIST_FILES, "http://yann.lecun.com/exdb/mnist/",
-                      28, 10, 1, "digits", root, download, img_size, augment, randaugment, reprob, hflip, mixup, cutmix,
-                      label_smoothing)
+                      28, 10, 1, "digits", root, download, img_size, augment, randaugment, reprob, hflip,
+                      crop_padding, normalize, mean, std, remode)
 
 
 @DATASETS.register("fashion-mnist", paper="Xiao, Rasul & Vollgraf 2017")
 def fashion_mnist(root: str, download: bool = False, img_size: int = 28, augment: str = "none",
                   randaugment: str = "rand-m9-n1-mstd0.4-inc1", reprob: float = 0.0, hflip: float = 0.5,
-                  mixup: float = 0.0, cutmix: float = 0.0, label_smoothing: float = 0.0) -> DataBundle:
+                  crop_padding: int = 3, normalize: bool = False, mean: list[float] | None = None, std: list[float] | None = None,
+                  remode: str = "const") -> DataBundle:
     """Fashion-MNIST (60,000 / 10,000 grey 28x28 clothing images) from ``root/FashionMNIST/raw``."""
     return _small_set("fashion-mnist", _tv("FashionMNIST"), "FashionMNIST/raw", MNIST_FILES,
                       "https://github.com/zalandoresearch/fashion-mnist", 28, 10, 1, "digits", root, download, img_size,
-                      augment, randaugment, reprob, hflip, mixup, cutmix, label_smoothing)
+                      augment, randaugment, reprob, hflip, crop_padding, normalize, mean, std, remode)
 
 
 def _folder_set(name, base: Path, train_dir, test_dir, url, img_size, augment, randaugment, reprob, hflip,
-                mixup, cutmix, label_smoothing, expected_classes=None):
+                crop_pct, crop_scale, normalize, mean, std, remode, expected_classes=None):
     dirs = [base / train_dir, base / test_dir]
     if not all(d.is_dir() and any(p.is_dir() for p in d.iterdir()) for d in dirs):
         raise missing_error(name, [f"{train_dir}/<class>/<images>", f"{test_dir}/<class>/<images>"], base, url,
                             can_download=False, alternative="digits")
-    kw = dict(img_size=img_size, augment=augment, randaugment=randaugment, reprob=reprob, hflip=hflip)
+    mean, std = _stats(name, mean, std)
+    kw = dict(img_size=img_size, augment=augment, randaugment=randaugment, reprob=reprob, hflip=hflip, crop_pct=crop_pct,
+              crop_scale=crop_scale, normalize=normalize, mean=mean, std=std, remode=remode)
     train = _tv("ImageFolder")(str(dirs[0]), transform=large_image_transform(True, **kw))
     test = _tv("ImageFolder")(str(dirs[1]), transform=large_image_transform(False, **kw))
     if train.classes != test.classes:
@@ -174,28 +205,32 @@ def _folder_set(name, base: Path, train_dir, test_dir, url, img_size, augment, r
     if expected_classes is not None and n != expected_classes:
         raise missing_error(name, [f"{expected_classes} class folders in {train_dir}/ (found {n})"], base, url,
                             can_download=False, alternative="digits")
-    return _static_bundle(name, train, test, n, 3, img_size, mixup, cutmix, label_smoothing, augment=augment,
-                          classes=list(train.classes))
+    return _static_bundle(name, train, test, n, 3, img_size, augment=augment, classes=list(train.classes),
+                          normalize=bool(normalize), mean=mean, std=std)
 
 
 @DATASETS.register("imagenet", paper="Deng et al. 2009 (ILSVRC-2012, 1,000 classes)")
 def imagenet(root: str, img_size: int = 224, augment: str = "basic", randaugment: str = "rand-m9-mstd0.5-inc1",
-             reprob: float = 0.0, hflip: float = 0.5, mixup: float = 0.0, cutmix: float = 0.0,
-             label_smoothing: float = 0.0) -> DataBundle:
+             reprob: float = 0.0, hflip: float = 0.5, crop_pct: float = 0.875, crop_scale: list[float] = (0.08, 1.0),
+             normalize: bool = False, mean: list[float] | None = None, std: list[float] | None = None,
+             remode: str = "const") -> DataBundle:
     """ImageNet-1K as class folders under ``root/imagenet/{train,val}`` (val sorted into the 1,000 folders)."""
     return _folder_set("imagenet", data_root(root, "imagenet") / "imagenet", "train", "val",
                        "https://image-net.org/download.php (registration; sort val/ into class folders)", img_size,
-                       augment, randaugment, reprob, hflip, mixup, cutmix, label_smoothing, expected_classes=1000)
+                       augment, randaugment, reprob, hflip, crop_pct, crop_scale,
+                       normalize, mean, std, remode, expected_classes=1000)
 
 
 @DATASETS.register("imagefolder", paper="torchvision ImageFolder layout")
 def imagefolder(root: str, path: str = "imagefolder", train_dir: str = "train", test_dir: str = "val",
                 img_size: int = 224, augment: str = "basic", randaugment: str = "rand-m9-mstd0.5-inc1",
-                reprob: float = 0.0, hflip: float = 0.5, mixup: float = 0.0, cutmix: float = 0.0,
-                label_smoothing: float = 0.0) -> DataBundle:
-    """Any ``<path>/{train,val}/<class>/<image>`` tree under the data root (``path`` is relative to it)."""
+                reprob: float = 0.0, hflip: float = 0.5, crop_pct: float = 0.875, crop_scale: list[float] = (0.08, 1.0),
+                normalize: bool = False, mean: list[float] | None = None, std: list[float] | None = None,
+                remode: str = "const") -> DataBundle:
+    """Any ``<path>/{train,val}/<class>/<image>`` tree under the data root (``path`` is relative to it;
+    ``normalize`` uses ImageNet's mean and std unless ``mean``/``std`` are given)."""
     if os.path.isabs(path):
         raise ValueError(f"imagefolder: path must be relative to the data root, got {path!r}")
     return _folder_set("imagefolder", data_root(root, "imagefolder") / path, train_dir, test_dir,
                        "your own images (one folder per class)", img_size, augment, randaugment, reprob, hflip,
-                       mixup, cutmix, label_smoothing)
+                       crop_pct, crop_scale, normalize, mean, std, remode)

@@ -1,4 +1,4 @@
-"""Turn a validated run config into components, data, model, task, optimiser and scheduler."""
+"""Turn a validated run config into components, data, model, task, recipe, optimiser and schedule."""
 
 from __future__ import annotations
 
@@ -113,6 +113,16 @@ def build_model(cfg: DictConfig, bundle: DataBundle) -> nn.Module:
                           "Change those values.") from None
 
 
+def init_weights(cfg: DictConfig, model: nn.Module) -> dict | None:
+    """Load ``trainer.init_from`` into ``model`` (see :mod:`step.engine.init_weights`); None when unset."""
+    path = cfg.trainer.get("init_from")
+    if not path:
+        return None
+    from step.engine.init_weights import load_initial_weights
+
+    return load_initial_weights(path, model)
+
+
 def build_task(cfg: DictConfig):
     return TASKS.build(cfg.task.name, **group_params(cfg, "task"))
 
@@ -128,20 +138,21 @@ def loader_options(cfg: DictConfig) -> dict[str, Any]:
 
 
 def build_loaders(cfg: DictConfig, bundle: DataBundle, generator: torch.Generator,
-                  info: DistInfo = DistInfo()) -> tuple[DataLoader, DataLoader]:
+                  info: DistInfo = DistInfo(), drop_last: bool = False) -> tuple[DataLoader, DataLoader]:
     """Train and test loaders for this process.
 
     Training order comes from a ``DistributedSampler`` even in one process (a permutation seeded by
     ``seed + epoch``, see ``set_epoch``), so N processes with per-rank batch ``batch_size / N`` see
     the same global batches as one process with ``batch_size``, and a resumed run sees the same
     order as an uninterrupted one. The test split is sharded without padding (:class:`ShardSampler`).
+    ``drop_last`` drops a short last training batch (batch mixing pairs samples: it needs even batches).
     """
     t = cfg.trainer
     options = loader_options(cfg)
     sampler = DistributedSampler(bundle.train, num_replicas=info.world_size, rank=info.rank,
                                  shuffle=True, seed=int(cfg.seed), drop_last=False)
     train = DataLoader(
-        bundle.train, batch_size=per_rank_batch(t.batch_size, info), sampler=sampler, drop_last=False,
+        bundle.train, batch_size=per_rank_batch(t.batch_size, info), sampler=sampler, drop_last=drop_last,
         generator=generator, collate_fn=build_task(cfg).collate_fn, **options,
     )
     eval_batch = max(1, -(-t.eval_batch_size // info.world_size))
@@ -150,37 +161,58 @@ def build_loaders(cfg: DictConfig, bundle: DataBundle, generator: torch.Generato
     return train, test
 
 
+def effective_lr(cfg: DictConfig) -> float:
+    """The optimizer's peak lr: ``optim.lr``, scaled by ``trainer.batch_size / optim.lr_base_batch`` when
+    that is set (the linear scaling rule of the released ImageNet scripts; the batch is the GLOBAL one)."""
+    o = cfg.optim
+    base = o.get("lr_base_batch")
+    return float(o.lr) * int(cfg.trainer.batch_size) / int(base) if base else float(o.lr)
+
+
+#: optimizer keywords that only some optimizers take; null in the config means "this one has none"
+OPTIONAL_OPTIM_KEYS = ("momentum", "trust_clip")
+
+
 def build_optimizer(cfg: DictConfig, model: nn.Module) -> torch.optim.Optimizer:
-    from timm.optim import create_optimizer_v2
+    import inspect
+
+    from timm.optim import create_optimizer_v2, get_optimizer_class
 
     o = cfg.optim
-    kwargs: dict[str, Any] = {}
-    if o.name.lower() in ("sgd", "momentum", "nesterov", "rmsprop"):
-        kwargs["momentum"] = o.momentum
     try:
-        return create_optimizer_v2(
-            model, opt=o.name, lr=o.lr, weight_decay=o.weight_decay,
-            filter_bias_and_bn=o.filter_bias_and_bn, **kwargs,
-        )
+        accepted = inspect.signature(get_optimizer_class(o.name, bind_defaults=False)).parameters
     except (AssertionError, ValueError, KeyError) as err:
         raise ConfigError(f"optim.name='{o.name}' is not an optimizer timm knows ({err}); try adamw, sgd or lamb.") from None
+    kwargs: dict[str, Any] = {}
+    for key in OPTIONAL_OPTIM_KEYS:
+        value = o.get(key)
+        if value is None:
+            continue
+        if key not in accepted:
+            raise ConfigError(f"optim.{key}={value} does not apply to optim.name={o.name}; set it to null.")
+        kwargs[key] = value
+    return create_optimizer_v2(model, opt=o.name, lr=effective_lr(cfg), weight_decay=o.weight_decay,
+                               filter_bias_and_bn=o.filter_bias_and_bn, **kwargs)
 
 
-def build_scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer):
-    """A timm scheduler stepped once per epoch, or None for ``sched=none``."""
-    s = cfg.sched
-    if s.name == "none":
-        return None
-    from timm.scheduler import create_scheduler_v2
+def build_scheduler(cfg: DictConfig, optimizer: torch.optim.Optimizer, updates_per_epoch: int = 1):
+    """The run's :class:`~step.engine.schedule.Schedule`: a timm scheduler stepped per epoch or per
+    iteration (``sched.per_iteration``), and the epochs to train (``trainer.epochs`` + cooldown)."""
+    from step.engine.schedule import build_schedule
 
-    try:
-        scheduler, _ = create_scheduler_v2(
-            optimizer, sched=s.name, num_epochs=max(cfg.trainer.epochs, 1),
-            warmup_epochs=s.warmup_epochs, warmup_lr=s.warmup_lr, min_lr=s.min_lr,
-            cooldown_epochs=s.cooldown_epochs,
-        )
-    except (AssertionError, ValueError) as err:
-        raise ConfigError(f"sched.name='{s.name}' is not a scheduler timm knows ({err}); try cosine, step or none.") from None
-    if scheduler is None:
-        raise ConfigError(f"sched.name='{s.name}' is not a scheduler timm knows; try cosine, step or none.")
-    return scheduler
+    return build_schedule(cfg, optimizer, updates_per_epoch)
+
+
+def batches_per_epoch(cfg: DictConfig, train_loader) -> int:
+    """Optimizer steps per epoch: the loader's batches, capped by ``trainer.max_batches``."""
+    cap = cfg.trainer.max_batches
+    return len(train_loader) if cap is None else min(len(train_loader), int(cap))
+
+
+def build_recipe(cfg: DictConfig, bundle: DataBundle, task, model: nn.Module, info: DistInfo = DistInfo(),
+                 resolved: dict[str, Any] | None = None):
+    """The run's :class:`~step.engine.recipe.Recipe`: batch transform (mixup) and criterion (smoothing, TET, KD)."""
+    from step.engine.recipe import build_recipe as _build
+
+    return _build(cfg, bundle, task, model, per_rank_batch=per_rank_batch(cfg.trainer.batch_size, info),
+                  resolved=resolved)

@@ -65,9 +65,15 @@ def train_one_epoch(
     progress: bool = True,
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
     scaler: torch.amp.GradScaler | None = None,
-    batch_transform: Callable | None = None,
+    recipe=None,
+    schedule=None,
 ) -> EpochResult:
-    """Train for one pass over ``loader``; raises :class:`DivergedError` on a NaN/inf loss."""
+    """Train for one pass over ``loader``; raises :class:`DivergedError` on a NaN/inf loss.
+
+    ``recipe`` (:class:`step.engine.recipe.Recipe`) transforms each batch (mixup) and gives the loss
+    (smoothing, TET, distillation); without one the task's loss trains on the batch as it is.
+    ``schedule`` (:class:`step.engine.schedule.Schedule`) is told after every optimizer step.
+    """
     model.train()
     metrics.reset()
     total_loss, n = 0.0, 0
@@ -75,12 +81,11 @@ def train_one_epoch(
     bar = _progress(_capped(loader, max_batches), progress, f"epoch {epoch}", total)
     for step_idx, (x, y) in enumerate(bar):
         x, y = x.to(device, non_blocking=True), _move_target(task, y, device)
-        target = y
-        if batch_transform is not None:
-            x, target = batch_transform(x, y)
+        x, target = recipe.transform(x, y, epoch) if recipe is not None else (x, y)
         with autocast():
-            output = model(to_time_major(x, modality, encoder))
-            loss = task.loss(output, target)
+            x_t = to_time_major(x, modality, encoder)
+            output = model(x_t)
+            loss = recipe.loss(output, target, x, x_t) if recipe is not None else task.loss(output, target)
         if any_rank(not bool(torch.isfinite(loss)), device):
             raise DivergedError(
                 f"The loss became {'non-finite on another process' if torch.isfinite(loss) else loss.item()} "
@@ -100,10 +105,12 @@ def train_one_epoch(
             scaler.update()
         else:
             optimizer.step()
+        if schedule is not None:
+            schedule.after_step(epoch, step_idx)
         bs = x.shape[0]
         total_loss += loss.item() * bs
         n += bs
-        _update_metrics(task, metrics, output, y)
+        _update_metrics(task, metrics, recipe.logits(output) if recipe is not None else output, y)
         if progress and hasattr(bar, "set_postfix"):
             bar.set_postfix(loss=f"{total_loss / n:.4f}")
     total_loss, n = all_reduce_sum([total_loss, float(n)], device)

@@ -122,10 +122,12 @@ def _run(cfg: DictConfig, info: distributed.DistInfo, device: torch.device) -> d
     encoder = builders.build_encoder(cfg).to(device)
     set_channels_last(t.channels_last)  # before the model is built: its conv weights take the layout
     model = builders.build_model(cfg, bundle).to(device)
+    initialised = builders.init_weights(cfg, model)  # trainer.init_from: a fine-tune's starting weights
     task = builders.build_task(cfg)
-    train_loader, test_loader = builders.build_loaders(cfg, bundle, generator, info)
+    recipe = builders.build_recipe(cfg, bundle, task, model, info, resolved).to(device)  # mixup, criterion, TET, KD
+    train_loader, test_loader = builders.build_loaders(cfg, bundle, generator, info, drop_last=recipe.mixer is not None)
     optimizer = builders.build_optimizer(cfg, model)
-    scheduler = builders.build_scheduler(cfg, optimizer)
+    scheduler = builders.build_scheduler(cfg, optimizer, builders.batches_per_epoch(cfg, train_loader))
     scaler = make_scaler(t.precision, device)
     metrics = task.make_metrics(bundle.num_classes).to(device)
     source = resume_path(cfg, resolved, info)
@@ -151,6 +153,8 @@ def _run(cfg: DictConfig, info: distributed.DistInfo, device: torch.device) -> d
             "components": components(cfg), "metric_name": task.metric_name, "metrics": {},
             "data": {"name": bundle.name, "modality": bundle.modality, "num_classes": bundle.num_classes,
                      "n_train": len(bundle.train), "n_test": len(bundle.test)},
+            "init_from": initialised, "recipe": recipe.describe(),
+            "schedule": {**scheduler.describe(), "lr": builders.effective_lr(cfg)},
             "config": resolved, "config_hash": config_hash(resolved), "reference": resolved.get("reference"),
             "record_path": str(run_dir / "record.json"), "output_root": str(cfg.paths.output_root),
             "leaderboard": str(cfg.paths.leaderboard), "history": [], "epochs_done": 0, "best": None,
@@ -177,18 +181,18 @@ def _run(cfg: DictConfig, info: distributed.DistInfo, device: torch.device) -> d
                                            record["run_id"]) if info.is_main else RunLogger()
                 if state is not None:
                     files.logger.resume(record["history"])
-                for epoch in range(record["epochs_done"], t.epochs):
+                for epoch in range(record["epochs_done"], scheduler.epochs):  # trainer.epochs + sched.cooldown_epochs
                     train_loader.sampler.set_epoch(epoch)
                     train = train_one_epoch(train_net, train_loader, optimizer, task, epoch=epoch, metrics=metrics,
-                                            grad_clip=t.grad_clip, max_batches=t.max_batches, scaler=scaler, **common)
+                                            grad_clip=t.grad_clip, max_batches=t.max_batches, scaler=scaler,
+                                            recipe=recipe, schedule=scheduler, **common)
                     row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "train_loss": train.loss,
                            **{f"train_{k}": v for k, v in train.metrics.items()}}
-                    if epoch != t.epochs - 1 and (epoch + 1) % t.eval_every == 0:
+                    if epoch != scheduler.epochs - 1 and (epoch + 1) % t.eval_every == 0:
                         val = evaluate(eval_net, test_loader, task, metrics=metrics, max_batches=t.max_batches, **common)
                         row.update({"test_loss": val.loss, **{f"test_{k}": v for k, v in val.metrics.items()}})
                         record["best"] = _best(record["best"], task.metric_name, val.metrics, epoch)
-                    if scheduler is not None:
-                        scheduler.step(epoch + 1)
+                    scheduler.after_epoch(epoch)
                     record["history"].append(row)
                     record["epochs_done"] = epoch + 1
                     files.logger.log(row)

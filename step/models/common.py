@@ -17,6 +17,21 @@ def resolve_components(
     return neuron or default_neuron_factory(), attention or default_attention_factory()
 
 
+class PerTimestepLogits:
+    """Classifier models: logits per timestep while training, when asked (TET, Deng et al. 2022).
+
+    ``per_timestep_logits`` is False by default: the forward pass is the model's own (logits averaged
+    over T, computed exactly as before). The runner sets it to True for ``task.loss=tet``; then a
+    training-mode forward returns ``[T, B, K]`` (the classifier applied at every timestep) and an
+    eval-mode forward still returns the time average ``[B, K]`` that metrics and energy see.
+    """
+
+    per_timestep_logits: bool = False
+
+    def _timestep_output(self) -> bool:
+        return self.per_timestep_logits and self.training
+
+
 def init_linear_trunc_normal(module: nn.Module) -> None:
     """trunc_normal(std 0.02) Linear weights and zero biases (the reference repos' init)."""
     if isinstance(module, nn.Linear):

@@ -15,14 +15,16 @@ with a downsampling conv of stride ``strides[i]``:
 Conv-based block (Eq. 7-10): ``U <- U + SepConv(SN(U)); U <- U + ChannelConv(SN(U))``.
 Transformer-based block (Eq. 11-14): ``U <- U + Attn(SN(U)); U <- U + MLP(SN(U))`` on tokens, the
 attention from the run's AttentionFactory. The paper's default is ``sdsa3`` with RepConv Q/K/V
-and output (conf/attention/sdsa3.yaml; the experiment configs select ``attention=sdsa3``); the
-Python default when no factory is given is ``sdsa3`` too. Head: mean over tokens -> SN ->
-Linear -> mean over T. ``shortcut`` swaps the membrane shortcut for ``sew``/``vs`` everywhere
+and output (conf/attention/sdsa3.yaml, which ``model=meta-spikeformer-*`` selects); the Python
+default when no factory is given is ``sdsa3`` too. Head: mean over tokens -> SN -> Linear -> mean
+over T (``distill_head``: plus DeiT's distillation head, see ``forward``). ``shortcut`` swaps the
+membrane shortcut for ``sew``/``vs`` everywhere
 (the stream then carries spikes and each downsampling ends in a neuron instead of opening with one).
 
 Published sizes at 1000 classes, 224 px (every module built is used by the forward):
 15M = dims (32, 64, 128, 256, 360): 15,112,208; 31M = (48, 96, 192, 384, 480): 31,333,864;
-55M = (64, 128, 256, 512, 640): 55,350,248. Stage 4 is 360/480/640, not 10C (models.md 4.4).
+55M = (64, 128, 256, 512, 640): 55,350,248 (55,991,248 with the distillation head of the released
+T=4 fine-tune). Stage 4 is 360/480/640, not 10C (models.md 4.4).
 
 ``forward_features`` returns the four paper stages' outputs, a list of residual-stream maps
 ``[T, B, C_i, H_i, W_i]`` (membrane potentials under ``ms``, spikes otherwise) at overall strides
@@ -41,7 +43,7 @@ from step.errors import ConfigError
 from step.layers.fold import SeqModule
 from step.layers.sepconv import ChannelConv, SepConv
 from step.layers.shortcut import Residual, check_shortcut, stream_carries_spikes
-from step.models.common import resolve_components
+from step.models.common import PerTimestepLogits, resolve_components
 from step.models.sdt import SDTBlock, init_sdt_weights
 from step.neurons.factory import NeuronFactory
 from step.registry import MODELS
@@ -85,7 +87,7 @@ def _five(values: Sequence[int], key: str) -> list[int]:
     return values
 
 
-class MetaSpikeFormer(nn.Module):
+class MetaSpikeFormer(PerTimestepLogits, nn.Module):
     """Input ``[T, B, C_in, H, W]`` -> logits ``[B, num_classes]``; see the module docstring."""
 
     def __init__(
@@ -101,6 +103,7 @@ class MetaSpikeFormer(nn.Module):
         sepconv_ratio: float = 2.0,
         conv_ratio: float = 4.0,
         shortcut: str = "ms",
+        distill_head: bool = False,
         neuron: NeuronFactory | None = None,
         attention: AttentionFactory | None = None,
     ):
@@ -129,7 +132,11 @@ class MetaSpikeFormer(nn.Module):
         # (charged as non-spike MACs by the energy meter)
         self.head_lif = nn.Identity() if shortcut == "vs" else neuron()
         self.head = nn.Linear(dims[4], num_classes)
-        init_sdt_weights(self, self.head)
+        self.distill_head = bool(distill_head)
+        # DeiT's distillation head, as in the released model (``kd=True``): a second classifier on the same
+        # head spikes, trained against the teacher; at evaluation the two heads' logits are averaged
+        self.head_kd = nn.Linear(dims[4], num_classes) if self.distill_head else None
+        init_sdt_weights(self, self.head, self.head_kd)
 
     def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         features = []
@@ -148,9 +155,18 @@ class MetaSpikeFormer(nn.Module):
                 features.append(x)
         return features
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.forward_features(x)[-1].flatten(-2).mean(-1)  # [T, B, C]
-        return self.head(self.head_lif(x)).mean(0)
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Logits ``[B, K]``; with ``distill_head`` a training forward returns ``(class, distillation)``
+        logits and an eval forward their mean (DeiT); per-timestep ``[T, B, K]`` while training for TET."""
+        x = self.head_lif(self.forward_features(x)[-1].flatten(-2).mean(-1))  # [T, B, C]
+        per_t = self._timestep_output()
+        logits = self.head(x) if per_t else self.head(x).mean(0)
+        if self.head_kd is None:
+            return logits
+        logits_kd = self.head_kd(x) if per_t else self.head_kd(x).mean(0)
+        if self.training:
+            return logits, logits_kd
+        return (logits + logits_kd) / 2
 
 
 MODELS.add("meta-spikeformer", MetaSpikeFormer, paper=_PAPER,

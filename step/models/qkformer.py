@@ -13,11 +13,18 @@ dvs        D/2, D                  1 QK, L-1 Att        H/8, H/16
 
 Swappable stages: the blocks marked "Att" (the last stage) take the run's attention from the
 :class:`~step.attention.AttentionFactory` (``attention=...``); without one they use Spikformer's SSA
-with bias-free Q/K/V as QKFormer does (``ssa`` with ``qkv_bias=False``; note that
-``conf/attention/ssa.yaml`` sets ``qkv_bias: true``, which adds 3D parameters per block). The "QK"
+with bias-free Q/K/V as QKFormer does (``ssa`` with ``qkv_bias=False``, the
+``conf/attention/ssa_nobias.yaml`` that ``model=qkformer-*`` selects; ``attention=ssa`` adds 3D bias
+parameters per block). The "QK"
 blocks use the model's own ``qk_attention`` (default ``qk_token``, any registered attention name
 works, built with that attention's defaults). Blocks: x <- x + Attn(x); x <- x + MLP(x) (spike-add
 shortcut, both branches end in a neuron). Head: mean over tokens, then over T, then Linear.
+
+``released_stage3_lif=True`` reproduces the released code's stage-3 attention, whose output
+neuron runs over the folded ``[T*B, C, N]`` tensor (membrane carried from one sample into the next,
+so eval logits depend on the batch; ``ssa`` with ``proj_lif_over_batch``). Off by default: the
+paper's neuron runs over T for each sample. Turn it on to evaluate released checkpoints as they
+were evaluated (their published numbers were measured that way); it needs ``attention=ssa``.
 
 ``forward_features(x)`` returns one feature map per stage, ``[T, B, C_i, H_i, W_i]`` (the stage's
 output, integer spike counts from the residual stream), with ``feature_info`` giving each stage's
@@ -30,8 +37,9 @@ import torch
 from torch import nn
 
 from step.attention.factory import AttentionFactory
+from step.errors import ConfigError
 from step.layers.fold import SeqModule
-from step.models.common import init_linear_trunc_normal, resolve_components
+from step.models.common import PerTimestepLogits, init_linear_trunc_normal, resolve_components
 from step.models.spikformer import SpikformerBlock
 from step.neurons.factory import NeuronFactory
 from step.registry import MODELS
@@ -104,7 +112,7 @@ def _stage_plan(layout: str, depth: int, dim: int) -> list[tuple[int, int, bool]
     return plan
 
 
-class QKFormer(nn.Module):
+class QKFormer(PerTimestepLogits, nn.Module):
     """Input ``[T, B, C, H, W]`` -> logits ``[B, num_classes]``; see the module doc for the stages."""
 
     def __init__(
@@ -118,12 +126,20 @@ class QKFormer(nn.Module):
         mlp_ratio: float = 4.0,
         layout: str = "cifar",
         qk_attention: str = "qk_token",
+        released_stage3_lif: bool = False,
         neuron: NeuronFactory | None = None,
         attention: AttentionFactory | None = None,
     ):
         super().__init__()
         if attention is None:
             attention = AttentionFactory("ssa", qkv_bias=False)
+        self.released_stage3_lif = bool(released_stage3_lif)
+        if self.released_stage3_lif:
+            if attention.name != "ssa":
+                raise ConfigError(f"qkformer: released_stage3_lif reproduces the released stage-3 SSA, but the "
+                                  f"stage-3 attention is '{attention.name}'; use attention=ssa or "
+                                  "model.released_stage3_lif=false.")
+            attention = AttentionFactory("ssa", **{**attention.params, "proj_lif_over_batch": True})
         neuron, attention = resolve_components(neuron, attention)
         divisor = 16 if layout == "dvs" else 8  # the stem's narrowest conv is dim / divisor wide
         if dim % divisor:
@@ -162,7 +178,10 @@ class QKFormer(nn.Module):
         return features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.forward_features(x)[-1].flatten(3).mean(3).mean(0))
+        x = self.forward_features(x)[-1].flatten(3).mean(3)  # [T, B, D]
+        if self._timestep_output():
+            return self.head(x)  # [T, B, K] (TET)
+        return self.head(x.mean(0))
 
 
 MODELS.add("qkformer", QKFormer, paper=PAPER,

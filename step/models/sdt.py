@@ -11,9 +11,11 @@ Architecture, input ``[T, B, C_in, H, W]``:
 * ``depth`` blocks on tokens ``[T, B, N, D]``: ``U <- U + Attn(SN(U)); U <- U + MLP(SN(U))``
   (membrane shortcut ``ms``; ``sew`` and ``vs`` are the ablations of :mod:`step.layers.shortcut`).
   The attention comes from the run's AttentionFactory; SDT v1's own is ``sdsa1``
-  (``attention=sdsa1`` on the command line; it is also the Python default when none is given).
+  (``model=sdt-*`` selects it on the command line; it is also the Python default when none is given).
   MLP: ``BN(fc2(SN(BN(fc1(S)))))``, hidden ``mlp_ratio * D``, biases.
 * head: mean over tokens -> SN -> Linear(D, classes) -> mean over T.
+* ``pooling``: ``none``, or ``erode``, the released code's DVS mode (``dvs_mode``, on for CIFAR10-DVS):
+  SDSA-1 max-pools its K and V spike maps and two products 3 x 3 (:mod:`step.layers.erode`).
 
 Parameter counts: the released code also builds one ``talking_heads`` Conv1d(h, h) per block that
 its forward never calls, so its printed totals hold ``depth * heads^2`` dead weights (10,279,716
@@ -32,7 +34,7 @@ from step.errors import ConfigError
 from step.layers.fold import SeqModule
 from step.layers.linear_bn import LinearBN
 from step.layers.shortcut import Residual, check_shortcut, stream_carries_spikes
-from step.models.common import resolve_components
+from step.models.common import PerTimestepLogits, resolve_components
 from step.neurons.factory import NeuronFactory
 from step.registry import MODELS
 
@@ -103,11 +105,11 @@ class SDTBlock(nn.Module):
         return self.mlp(self.attn(x, hw))
 
 
-def init_sdt_weights(model: nn.Module, head: nn.Linear) -> None:
+def init_sdt_weights(model: nn.Module, *heads: nn.Linear | None) -> None:
     """trunc_normal(0.02) conv and token-linear weights, zero biases, BN at (1, 0); the
-    classifier keeps PyTorch's default init, as in the released SDT code."""
+    classifiers (``heads``) keep PyTorch's default init, as in the released SDT code."""
     for m in model.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)) and m is not head:
+        if isinstance(m, (nn.Conv2d, nn.Linear)) and not any(m is h for h in heads):
             nn.init.trunc_normal_(m.weight, std=0.02)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
@@ -116,7 +118,7 @@ def init_sdt_weights(model: nn.Module, head: nn.Linear) -> None:
             nn.init.zeros_(m.bias)
 
 
-class SpikeDrivenTransformer(nn.Module):
+class SpikeDrivenTransformer(PerTimestepLogits, nn.Module):
     """Input ``[T, B, C_in, H, W]`` -> logits ``[B, num_classes]``.
 
     ``forward_features`` returns the residual stream as tokens ``[T, B, N, D]`` (N = H' W', row-major
@@ -134,11 +136,18 @@ class SpikeDrivenTransformer(nn.Module):
         mlp_ratio: float = 4.0,
         pooling_stat: str = "0011",
         shortcut: str = "ms",
+        pooling: str = "none",
         neuron: NeuronFactory | None = None,
         attention: AttentionFactory | None = None,
     ):
         super().__init__()
         neuron, attention = resolve_components(neuron, attention or AttentionFactory("sdsa1"))
+        if pooling != "none":
+            if attention.name != "sdsa1" or pooling != "erode":
+                raise ConfigError(f"sdt: pooling={pooling!r} is the released SDT DVS mode: pooling=erode inside SDSA-1 "
+                                  f"(attention=sdsa1); this run has attention={attention.name}.")
+            attention = attention.with_params(pooling=pooling)
+        self.pooling = str(pooling)
         self.shortcut = check_shortcut(shortcut, "sdt")
         self.num_classes, self.img_size, self.pooling_stat = num_classes, img_size, str(pooling_stat)
         self.patch_embed = MSPatchEmbed(in_chans, dim, self.pooling_stat, neuron)
@@ -171,7 +180,8 @@ class SpikeDrivenTransformer(nn.Module):
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.head_lif(self.forward_features(x).mean(2))).mean(0)
+        logits = self.head(self.head_lif(self.forward_features(x).mean(2)))  # [T, B, K]
+        return logits if self._timestep_output() else logits.mean(0)
 
 
 MODELS.add("sdt", SpikeDrivenTransformer, paper=_PAPER,

@@ -8,8 +8,10 @@ of ``mlp_ratio * dim / 2``). SPS embedding, spike-add shortcuts and head are Spi
 The EMSP is part of this model. The attention comes from the run's
 :class:`~step.attention.AttentionFactory` (any attention fits); built without one the model uses
 ``semm`` with expert_dim 96 and 4 experts, STEP's configuration (7,739,242 parameters at 4-384 and
-10 classes). From the CLI, select ``attention=semm`` with the model (``conf/train.yaml`` defaults to
-``ssa``).
+10 classes); ``model=semm-spikformer*`` selects the same on the command line.
+
+``released_router_reshape=True`` builds the ``semm`` attention with STEP's router reshape (see
+:mod:`step.attention.semm`), which STEP's published SEMM numbers were trained with. Off by default.
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ from torch import nn
 
 from step.attention.factory import AttentionFactory
 from step.attention.semm import ExpertsMixtureMLP
+from step.errors import ConfigError
 from step.layers.shortcut import closing_neuron
 from step.models.spikformer import Spikformer
+from step.neurons.factory import NeuronFactory
 from step.registry import MODELS
 
 PAPER = "SEMM (Zhou et al., NeurIPS 2024); STEP's Spikformer+SEMM re-implementation"
@@ -50,6 +54,22 @@ class SemmSpikformer(Spikformer):
 
     block_cls = SemmBlock
 
+    def __init__(self, num_classes: int = 10, img_size: int = 32, in_chans: int = 3, depth: int = 4, dim: int = 384,
+                 heads: int = 12, mlp_ratio: float = 4.0, patch_size: int = 4, neuron: NeuronFactory | None = None,
+                 attention: AttentionFactory | None = None, modality: str = "image", embed_stages: int = 4,
+                 released_router_reshape: bool = False):
+        attention = attention or self.default_attention()
+        self.released_router_reshape = bool(released_router_reshape)
+        if self.released_router_reshape:
+            if attention.name != "semm":
+                raise ConfigError(f"semm-spikformer: released_router_reshape reproduces STEP's SEMM router, but the "
+                                  f"attention is '{attention.name}'; use attention=semm or "
+                                  "model.released_router_reshape=false.")
+            attention = AttentionFactory("semm", **{**attention.params, "released_router_reshape": True})
+        super().__init__(num_classes=num_classes, img_size=img_size, in_chans=in_chans, depth=depth, dim=dim,
+                         heads=heads, mlp_ratio=mlp_ratio, patch_size=patch_size, neuron=neuron, attention=attention,
+                         modality=modality, embed_stages=embed_stages)
+
     @classmethod
     def default_attention(cls) -> AttentionFactory:
         return AttentionFactory("semm", expert_dim=96, num_expert=4)
@@ -58,5 +78,5 @@ class SemmSpikformer(Spikformer):
 MODELS.add("semm-spikformer", SemmSpikformer, paper=PAPER,
            description="Spikformer + SEMM (EMSA attention, EMSP MLP) of any depth and width")
 MODELS.add("semm-spikformer-4-384", SemmSpikformer, paper=PAPER,
-           description="Spikformer-4-384 + SEMM (CIFAR: 12 heads, patch 4, expert_dim 96, 4 experts)",
-           depth=4, dim=384, heads=12, patch_size=4, img_size=32)
+           description="Spikformer-4-384 + SEMM (CIFAR: 8 heads as STEP's spikf_semm config, patch 4, expert_dim 96, 4 experts)",
+           depth=4, dim=384, heads=8, patch_size=4, img_size=32)

@@ -6,11 +6,12 @@ import torch
 from torch import nn
 
 from step.attention.factory import AttentionFactory
+from step.errors import ConfigError
 from step.layers.mlp import SpikingMLP
 from step.layers.patch_embed import SpikingPatchSplitting
 from step.layers.seq_embed import SpikingSeqEmbed
 from step.layers.shortcut import closing_neuron
-from step.models.common import resolve_components, init_linear_trunc_normal
+from step.models.common import PerTimestepLogits, resolve_components, init_linear_trunc_normal
 from step.neurons.factory import NeuronFactory
 from step.registry import MODELS
 
@@ -37,7 +38,7 @@ class SpikformerBlock(nn.Module):
         return x + self.mlp(x)
 
 
-class Spikformer(nn.Module):
+class Spikformer(PerTimestepLogits, nn.Module):
     """Input ``[T, B, C, H, W]`` -> logits ``[B, num_classes]`` (mean over tokens, then over T).
 
     ``embed_stages`` is the number of conv stages of the patch splitting (4 in the paper; the
@@ -76,6 +77,9 @@ class Spikformer(nn.Module):
         self.num_classes = num_classes
         self.modality = modality
         if modality == "sequence":
+            if embed_stages != 4:  # the 1-D embedding has SPS's four conv stages, always
+                raise ConfigError(f"spikformer: embed_stages={embed_stages} cuts the 2-D patch splitting; the sequence "
+                                  "embedding always has 4 stages. Leave model.embed_stages=4 for sequence datasets.")
             self.patch_embed = SpikingSeqEmbed(in_chans, dim, patch_size, neuron)
         else:
             if img_size % patch_size:
@@ -99,28 +103,46 @@ class Spikformer(nn.Module):
         return x  # [T, B, N, D]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.forward_features(x).mean(2).mean(0))
+        x = self.forward_features(x).mean(2)  # [T, B, D]
+        if self._timestep_output():
+            return self.head(x)  # [T, B, K] (TET)
+        return self.head(x.mean(0))
 
 
 MODELS.add("spikformer", Spikformer, paper="Spikformer (Zhou et al., ICLR 2023)",
            description="Spikformer of any depth and width (depth, dim, heads, patch_size, ...)")
 
+#: the released ImageNet and CIFAR10-DVS models build Q, K and V as bias-free 1x1 convolutions
+#: (ZK-Zhou/spikformer imagenet/model.py, cifar10dvs/model.py); the DVS attention also scales by 0.25
+_NO_QKV_BIAS = AttentionFactory("ssa", qkv_bias=False)
+_DVS_ATTENTION = AttentionFactory("ssa", qkv_bias=False, scale=0.25)
+
 _VARIANTS = {
-    # name: (depth, dim, heads, patch_size, img_size)  -- the paper's configurations
-    "spikformer-4-384": (4, 384, 12, 4, 32),
-    "spikformer-4-256": (4, 256, 8, 4, 32),
-    "spikformer-2-384": (2, 384, 12, 4, 32),
-    "spikformer-2-256": (2, 256, 16, 16, 128),
+    # name: (depth, dim, heads, patch_size, img_size, in_chans, attention)  -- the paper's configurations
+    "spikformer-4-384": (4, 384, 12, 4, 32, 3, None),
+    "spikformer-4-256": (4, 256, 8, 4, 32, 3, None),
+    "spikformer-2-384": (2, 384, 12, 4, 32, 3, None),
+    # CIFAR10-DVS / DVS128 Gesture: 2-channel event frames at 128 px, 16 heads
+    "spikformer-2-256": (2, 256, 16, 16, 128, 2, _DVS_ATTENTION),
+    # ImageNet at 224 px, patch 16 (four pooled SPS stages): 8-512 is the released configuration
+    # (8 heads); 8-768 takes the 12 heads of the release's commented-out config, 8-384 12 heads
+    "spikformer-8-384": (8, 384, 12, 16, 224, 3, _NO_QKV_BIAS),
+    "spikformer-8-512": (8, 512, 8, 16, 224, 3, _NO_QKV_BIAS),
+    "spikformer-8-768": (8, 768, 12, 16, 224, 3, _NO_QKV_BIAS),
 }
-for _name, (_depth, _dim, _heads, _patch, _img) in _VARIANTS.items():
+for _name, (_depth, _dim, _heads, _patch, _img, _in, _attn) in _VARIANTS.items():
+    _fixed = {"attention": _attn} if _attn is not None else {}
     MODELS.add(
         _name,
         Spikformer,
         paper="Spikformer (Zhou et al., ICLR 2023)",
-        description=f"Spikformer-{_depth}-{_dim} ({_heads} heads, patch {_patch})",
+        description=f"Spikformer-{_depth}-{_dim} ({_heads} heads, patch {_patch}, {_img} px"
+                    + (f", {_attn.params}" if _attn is not None else "") + ")",
         depth=_depth,
         dim=_dim,
         heads=_heads,
         patch_size=_patch,
         img_size=_img,
+        in_chans=_in,
+        **_fixed,
     )

@@ -27,8 +27,9 @@ class NeuronFactory:
         self._backend.check(name, {**self.params, "T": T})
 
     def __call__(self, **overrides: Any) -> nn.Module:
-        """A new neuron; ``overrides`` replace single configured values on purpose."""
-        return self._backend.build_neuron(self.name, **{**self.params, **overrides, "T": self.T})
+        """A new neuron; ``overrides`` replace single configured values on purpose (``T=None``: a
+        neuron that runs over sequences of any length, for the released-behaviour switches)."""
+        return self._backend.build_neuron(self.name, **{**self.params, "T": self.T, **overrides})
 
     def expected(self, **overrides: Any) -> dict[str, Any]:
         """What every neuron from this factory must hold (see :func:`step.neurons.check_nodes`)."""

@@ -1,27 +1,43 @@
-"""Image / event / sequence classification: cross-entropy loss, top-1 accuracy."""
+"""Image / event / sequence classification: cross-entropy loss, top-1 accuracy.
+
+The training criterion (label smoothing from the dataset recipe, mixup's soft targets, TET,
+distillation) is decided by :func:`step.engine.recipe.build_recipe`; this task names which loss
+(``loss``: ``ce`` or ``tet`` with ``tet_lambda`` and ``tet_means``) and gives the evaluation loss,
+plain cross-entropy on hard labels of the time-averaged output.
+"""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from step.errors import ConfigError
 from step.registry import TASKS
 
 
 @TASKS.register("classification")
 class Classification:
-    """Loss: cross-entropy with ``label_smoothing``; primary metric: top-1 accuracy (%)."""
+    """Training loss ``ce`` or ``tet`` (Deng et al., ICLR 2022: ``(1 - tet_lambda)`` x mean over T of the
+    per-timestep cross-entropy + ``tet_lambda`` x MSE of the per-timestep logits to ``tet_means``);
+    evaluation loss: cross-entropy; primary metric: top-1 accuracy (%)."""
 
     metric_name = "top1"
     higher_is_better = True
+    LOSSES = ("ce", "tet")
 
-    def __init__(self, label_smoothing: float = 0.0):
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
-        self.label_smoothing = float(label_smoothing)
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=self.label_smoothing)
+    def __init__(self, loss: str = "ce", tet_lambda: float = 0.0, tet_means: float = 1.0):
+        if loss not in self.LOSSES:
+            raise ConfigError(f"task.loss must be one of {', '.join(self.LOSSES)}, got {loss!r}.")
+        if not 0.0 <= tet_lambda <= 1.0:
+            raise ConfigError(f"task.tet_lambda must be in [0, 1], got {tet_lambda}.")
+        if loss != "tet" and (tet_lambda != 0.0 or tet_means != 1.0):
+            raise ConfigError("task.tet_lambda / task.tet_means belong to task.loss=tet; set task.loss=tet or leave "
+                              "them at 0.0 / 1.0.")
+        self.train_loss, self.tet_lambda, self.tet_means = str(loss), float(tet_lambda), float(tet_means)
+        self.criterion = nn.CrossEntropyLoss()
 
     def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The evaluation loss (training uses the run's recipe, :mod:`step.engine.recipe`)."""
         return self.criterion(output, target)
 
     def make_metrics(self, num_classes: int):
