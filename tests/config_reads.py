@@ -18,7 +18,7 @@ Two ways a value leaves the config, both watched while :func:`track_reads` is ac
 value into the record is not applying it. Nor do reads while the config is validated
 (``validate_config``) or while the record's component summary is written (``components``): a value
 that is only checked or only reported has not acted. A leaf whose value interpolates others
-(``leaderboard: ${paths.results_dir}/...``) passes its reads on to them (:func:`unread`).
+(``leaderboard: ${paths.output_root}/...``) passes its reads on to them (:func:`unread`).
 """
 
 from __future__ import annotations

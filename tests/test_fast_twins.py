@@ -132,7 +132,7 @@ def test_one_cpu_suite_job_runs_in_process(isolated_roots):
     record = tiny_run("suite=timesteps", "scale=cpu", "seed=0", "trainer.max_batches=1", "energy.enabled=false",
                       "dataset.test_fraction=0.05")
     row = pd.read_csv(isolated_roots / "results" / "leaderboard.csv").iloc[-1]
-    assert (row["experiment"], row["dataset"], row["T"], row["status"]) == ("abl-timesteps", "digits", 2, "ok")
+    assert (row["experiment"], row["dataset"], row["T"], row["status"]) == ("abl-timesteps", "digits-hard", 2, "ok")
     assert row["model"] == "spikformer-4-384[depth=1,dim=16,heads=2]"  # the label names what ran
     assert record["config"]["model"]["depth"] == 1 and record["config"]["trainer"]["device"] == "cpu"
 

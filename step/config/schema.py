@@ -75,7 +75,6 @@ class LoggerConf:
 class PathsConf:
     data_root: str = MISSING
     output_root: str = MISSING
-    results_dir: str = MISSING
     leaderboard: str = MISSING
 
 
