@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from step.results import plots
+from step.results import plots, style
 from step.results.aggregate import DEFAULT_BY, aggregate, config_label, group_rows, read_rows, select
 from step.results.render import VS_BEST, display_table, mean_std, to_html, to_markdown
 from step.results.significance import ALPHA, TEST, against_best
@@ -87,6 +87,28 @@ def compare_reference(rows: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFra
     return pd.DataFrame(out, columns=["experiment", "dataset", "model", "T", "paper", "ours", "n", "delta", "source"])
 
 
+def separate_metrics(rows: pd.DataFrame, by: Sequence[str]) -> list[str]:
+    """``by`` plus the columns of (dataset, task, metric_name) that vary in ``rows`` and ``by`` lacks,
+    so one group never averages different datasets or metrics (top-1 with mIoU)."""
+    extra = [c for c in plots.PANEL if c in rows and c not in by and rows[c].astype(str).nunique() > 1]
+    return [*extra, *by]
+
+
+def write_figures(rows: pd.DataFrame, agg: pd.DataFrame, by: Sequence[str], folder: Path, *,
+                  reference: str | Path | None = None, records_root: str | Path | None = None,
+                  convention: str = "paper") -> list[Path]:
+    """Every leaderboard figure that has something to draw, as PNG (+ SVG, PDF); the PNGs' paths."""
+    ref = pd.read_csv(reference) if reference is not None else None
+    made = {
+        "accuracy_vs_energy": plots.accuracy_vs_energy(agg, by, reference=ref, convention=convention),
+        "accuracy_vs_T": plots.accuracy_vs_T(rows, by),
+        "firing_rate_per_setting": plots.firing_rates(rows, by),
+        "firing_rate_per_layer": (plots.layer_firing_rates(rows, by, records_root)
+                                  if records_root is not None else None),
+    }
+    return [style.save(fig, folder / name) for name, fig in made.items() if fig is not None]
+
+
 def build_board(
     csvs: Sequence[str | Path],
     *,
@@ -97,11 +119,16 @@ def build_board(
     html: bool = True,
     figures: bool = True,
     reference: str | Path | None = None,
+    records_root: str | Path | None = None,
+    convention: str = "paper",
 ) -> Board:
-    """Aggregate the CSVs and, when ``out_dir`` is given, write leaderboard.md/.html and figures/*.png."""
+    """Aggregate the CSVs and, when ``out_dir`` is given, write leaderboard.md/.html and the figures
+    (figures/*.png, .svg, .pdf). ``records_root`` is where the rows' ``record_path`` are read for the
+    per-layer firing rates; ``convention`` the energy column of the accuracy-vs-energy figure."""
     rows = select(read_rows([str(c) for c in csvs]), query=query, status=status)
     if "source" in rows:
         rows = rows[rows["source"].fillna("run") != "paper"]
+    by = separate_metrics(rows, by)
     agg = aggregate(rows, by=by)
     agg["vs_best"] = versus_best(rows, agg, by)
     table = display_table(agg, by)
@@ -119,12 +146,8 @@ def build_board(
     board.files.append(out / "leaderboard.md")
     pngs: list[Path] = []
     if figures:
-        metric = str(agg["metric_name"].iloc[0]) if "metric_name" in agg and len(agg) else "metric"
-        for made in (plots.accuracy_vs_energy(agg, by, out / "figures" / "accuracy_vs_energy.png", metric),
-                     plots.accuracy_vs_T(agg, by, out / "figures" / "accuracy_vs_T.png", metric),
-                     plots.firing_rates(rows, out / "figures" / "firing_rate_per_model.png")):
-            if made is not None:
-                pngs.append(made)
+        pngs = write_figures(rows, agg, by, out / "figures", reference=reference, records_root=records_root,
+                             convention=convention)
         board.files.extend(pngs)
     if html:
         sections = [("Leaderboard (mean ± std over seeds; n runs)", table)]

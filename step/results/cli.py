@@ -8,6 +8,7 @@
     step-board --rebuild [--out-root DIR]        # add the rows missing from the board, from the runs' record.json
     step-board --migrate CSV                     # rewrite a board of an older schema to the current one
     step-board --orderings                       # the paper orderings table (docs/ablations.md)
+    step-board --raster RUN [--out DIR]          # spike raster + firing rate per step of one input (RUN: folder or model.pt)
     step-board --supersede suite=attention scale=cpu --since 2026-12-03T09:00:00+00:00 --because "re-run"
 
 The board runs append to is ``$STEP_RESULTS/leaderboard.csv`` when STEP_RESULTS is set, else the
@@ -52,7 +53,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--all-status", action="store_true", help="keep failed/diverged rows (default: status == ok)")
     p.add_argument("--out", type=Path, help="output folder (default: the results folder)")
     p.add_argument("--no-html", action="store_true", help="skip leaderboard.html")
-    p.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
+    p.add_argument("--no-plots", action="store_true", help="skip the figures (PNG, SVG, PDF)")
+    p.add_argument("--energy-convention", choices=["paper", "exact"], default="paper",
+                   help="energy column of the accuracy-vs-energy figure: paper (energy_mj, the published tables' "
+                        "firing rate x T x FLOPs) or exact (energy_exact_mj, event-driven); default paper")
+    p.add_argument("--raster", type=Path, metavar="RUN",
+                   help="rebuild RUN's model from its checkpoint (a run folder or its model.pt/last.pt), run one test "
+                        "input, write spike_raster and firing_rate_per_step (PNG, SVG, PDF) to --out "
+                        "(default: ./figures), then exit")
+    p.add_argument("--sample", type=int, default=0, help="with --raster: index of the test sample (default 0)")
+    p.add_argument("--layers", type=int, default=4, help="with --raster: neuron layers in the raster (default 4)")
     p.add_argument("--compare-reference", nargs="?", const="", metavar="CSV",
                    help="add paper numbers beside ours (default CSV: results/reference.csv)")
     p.add_argument("--build-reference", action="store_true",
@@ -60,7 +70,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--rebuild", action="store_true",
                    help="append the rows missing from the board (by run_id) from the record.json files under the "
                         "output root, then exit; running it twice adds nothing")
-    p.add_argument("--out-root", type=Path, help="output root --rebuild reads (default: $STEP_OUT or outputs/)")
+    p.add_argument("--out-root", type=Path,
+                   help="output root --rebuild reads and the rows' record_path are relative to (per-layer firing "
+                        "rates); default: $STEP_OUT or outputs/")
     p.add_argument("--any-board", action="store_true",
                    help="--rebuild: also take records made for another board")
     p.add_argument("--migrate", type=Path, metavar="CSV",
@@ -85,6 +97,12 @@ def main(argv: list[str] | None = None) -> int:
             from step.results.migrate import migrate
 
             print(migrate(args.migrate, out_root=args.out_root).summary())
+            return 0
+        if args.raster is not None:
+            from step.results.raster import write_raster
+
+            for f in write_raster(args.raster, args.out or Path("figures"), sample=args.sample, layers=args.layers):
+                print(f"wrote {f} (+ .svg, .pdf)", file=sys.stderr)
             return 0
         if args.rebuild:
             from step.config.paths import output_root
@@ -138,9 +156,12 @@ def main(argv: list[str] | None = None) -> int:
             reference = Path(args.compare_reference) if args.compare_reference else res / "reference.csv"
             if not reference.exists():
                 raise StepError(f"no reference table at {reference}; build it with `step-board --build-reference`.")
+        from step.config.paths import output_root
+
         board = build_board(csvs, by=args.by, query=args.query, status=None if args.all_status else "ok",
                             out_dir=args.out or Path(csvs[0]).parent, html=not args.no_html, figures=not args.no_plots,
-                            reference=reference)
+                            reference=reference, records_root=args.out_root or output_root(),
+                            convention=args.energy_convention)
     except StepError as err:
         print(f"step-board: error: {err}", file=sys.stderr)
         return 2

@@ -1,116 +1,401 @@
-"""Leaderboard figures (matplotlib, Agg backend, PNG): accuracy vs energy with the Pareto front,
-accuracy vs T, and mean firing rate per model. Each takes the aggregated table
-(:func:`step.results.aggregate.aggregate`) and returns the path written, or None when the table has
-nothing to plot (e.g. no energy column filled)."""
+"""Leaderboard figures (matplotlib, one style: :mod:`step.results.style`).
+
+* :func:`accuracy_vs_energy` -- one panel per (dataset, task, metric); colour = model family,
+  marker = attention (or the first other ``--by`` key that varies), a legend instead of point
+  labels (only the Pareto front is labelled, placed without overlap); energy per inference on a log
+  axis in µJ under a named convention; error bars = std over seeds, the energy bar clipped above
+  zero on the log axis; n in the legend; published numbers as open stars.
+* :func:`accuracy_vs_T` -- the timesteps suite (rows whose command holds ``suite=timesteps``):
+  mean ± std over seeds against T, one panel per (dataset, task, metric).
+* :func:`firing_rates` -- mean firing rate per setting of ``--by`` (± std over seeds, n).
+* :func:`layer_firing_rates` -- per-layer firing rates of each setting, read from its record.json.
+
+Each returns a matplotlib Figure (or None when the rows have nothing to draw) so tests can inspect
+it; :func:`step.results.style.save` writes it as PNG, SVG and PDF.
+"""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from step.results.aggregate import pareto_front
+from step.results import style
+from step.results.aggregate import aggregate, pareto_front
+
+#: one panel per value of these columns: metrics of different tasks are never drawn together
+PANEL = ("dataset", "task", "metric_name")
+#: energy convention -> (leaderboard column, what the axis says)
+ENERGY = {
+    "paper": ("energy_mj", "paper convention: firing rate × T × FLOPs"),
+    "exact": ("energy_exact_mj", "exact convention: event-driven, in-bounds fan-out"),
+}
+#: keys that never pick the marker (they are the panel, the colour, or not a setting)
+NOT_MARKER = {"dataset", "task", "metric_name", "model", "experiment", "config"}
+#: the lower end of an energy error bar never goes below this fraction of the mean (log axis)
+LOG_FLOOR = 0.1
+#: a metric on a 0..1 scale is a fraction, else a percentage
+UJ_PER_MJ = 1000.0
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def label(row: pd.Series, keys: Sequence[str]) -> str:
-    """A short point label from the grouping keys that vary (e.g. ``spikformer/sdsa3/lif``)."""
+def label(row: pd.Series, keys: Sequence[str], wrap: bool = False) -> str:
+    """A short point label from the grouping keys that vary (e.g. ``spikformer/sdsa3/lif``); with
+    ``wrap`` a model's override list (``[depth=1,...]``) goes on its own line."""
     parts = [f"T={row[k]}" if k == "T" else str(row[k]) for k in keys if k in row and str(row[k]) not in ("", "nan")]
-    return "/".join(parts)
+    text = "/".join(parts)
+    return text.replace("[", "\n[", 1) if wrap else text
 
 
 def varying(agg: pd.DataFrame, by: Sequence[str]) -> list[str]:
     return [c for c in by if c in agg and agg[c].astype(str).nunique() > 1]
 
 
-def accuracy_vs_energy(agg: pd.DataFrame, by: Sequence[str], path: str | Path, metric: str = "top1") -> Path | None:
-    data = agg.dropna(subset=["metric_mean", "energy_mj_mean"]) if "energy_mj_mean" in agg else agg.iloc[0:0]
+def panel_keys(df: pd.DataFrame) -> list[str]:
+    return [c for c in PANEL if c in df]
+
+
+def panels(df: pd.DataFrame):
+    """(title, part) per (dataset, task, metric) of ``df``, sorted by title."""
+    keys = panel_keys(df)
+    if not keys or df.empty:
+        yield "", df
+        return
+    for key, part in df.groupby([df[c].astype(str) for c in keys], sort=True):
+        key = key if isinstance(key, tuple) else (key,)
+        yield " · ".join(k for k in key if k not in ("", "nan")), part
+
+
+def energy_axis_label(convention: str = "paper") -> str:
+    """The x label of every energy panel: unit, scale and convention."""
+    return f"energy per inference (µJ, log), {convention} convention"
+
+
+def energy_caption(convention: str = "paper") -> str:
+    """What the energy axis measures, once under the figure."""
+    return (f"energy: {ENERGY[convention][1]} (leaderboard column {ENERGY[convention][0]}); E_MAC, E_AC of 45 nm CMOS "
+            f"(Horowitz 2014); error bars: std over seeds, energy bars clipped at {LOG_FLOOR:g} x mean on the log axis")
+
+
+def log_ticks(ax) -> None:
+    """Ticks at 1, 2, 5 x 10^k written in plain numbers (no 2x10^0 on a short log axis)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: style.number(v, 2)))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def log_errors(mean: np.ndarray, std: np.ndarray, floor: float = LOG_FLOOR) -> np.ndarray:
+    """Asymmetric ``[lower, upper]`` error lengths for a log axis: ± std, the lower end clipped at
+    ``floor`` x mean so a bar never reaches zero or below; 0 where std is missing."""
+    mean = np.asarray(mean, dtype=float)
+    std = np.nan_to_num(np.asarray(std, dtype=float))
+    lower = mean - np.maximum(mean - std, floor * mean)
+    return np.vstack([lower, std])
+
+
+def _grid(n: int, plt, width: float = 4.2, height: float = 3.4):
+    cols = min(3, n)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols + 2.2, height * rows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat[:n])
+
+
+def _n_text(ns) -> str:
+    ns = sorted({int(n) for n in ns if not pd.isna(n)})
+    if not ns:
+        return "n=?"
+    return f"n={ns[0]}" if len(ns) == 1 else f"n={ns[0]}–{ns[-1]}"
+
+
+def marker_key(data: pd.DataFrame, by: Sequence[str]) -> str | None:
+    """``attention`` when it varies, else the first other ``by`` key that does."""
+    for key in ["attention", *by]:
+        if key in data and key not in NOT_MARKER and data[key].astype(str).nunique() > 1:
+            return key
+    return None
+
+
+def place_labels(ax, points: Sequence[tuple[float, float]], texts: Sequence[str], avoid: Sequence[tuple[float, float]] = ()):
+    """Annotate each point with its text at the first of a ring of offsets where the text overlaps
+    no earlier label, no point and stays inside the axes; the last candidate (with a leader line)
+    when none is free."""
+    fig = ax.figure
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    to_px = ax.transData.transform
+    dots = [to_px(p) for p in [*points, *avoid]]
+    placed = []
+    offsets = [(r * dx, r * dy) for r in (6, 14, 24, 36) for dx, dy in
+               ((1, 1), (1, -1), (-1, 1), (-1, -1), (0, 1.2), (0, -1.2), (1.3, 0), (-1.3, 0))]
+    made = []
+    for (x, y), text in zip(points, texts):
+        best = None
+        for dx, dy in offsets:
+            ann = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=6.5,
+                              ha="left" if dx > 0 else "right" if dx < 0 else "center",
+                              va="bottom" if dy > 0 else "top" if dy < 0 else "center",
+                              arrowprops=dict(arrowstyle="-", lw=0.5, color="0.4") if abs(dx) + abs(dy) > 20 else None,
+                              bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.8))
+            ann.set_in_layout(False)
+            box = ann.get_window_extent(renderer)
+            outside = not (box.x0 >= frame.x0 and box.x1 <= frame.x1 and box.y0 >= frame.y0 and box.y1 <= frame.y1)
+            clashes = sum(box.overlaps(b) for b in placed) + sum(
+                box.x0 - 3 <= px <= box.x1 + 3 and box.y0 - 3 <= py <= box.y1 + 3 for px, py in dots)
+            score = 100 * outside + clashes
+            if best is None or score < best[0]:
+                if best is not None:
+                    best[1].remove()
+                best = (score, ann, box)
+            else:
+                ann.remove()
+            if score == 0:
+                break
+        placed.append(best[2])
+        made.append(best[1])
+    return made
+
+
+def accuracy_vs_energy(agg: pd.DataFrame, by: Sequence[str], reference: pd.DataFrame | None = None,
+                       convention: str = "paper"):
+    """Metric against energy per inference, one panel per (dataset, task, metric); None when no
+    row has both a metric and a positive energy."""
+    column = ENERGY[convention][0]
+    mean, std = f"{column}_mean", f"{column}_std"
+    data = agg.dropna(subset=["metric_mean", mean]) if mean in agg and "metric_mean" in agg else agg.iloc[0:0]
+    data = data[data[mean] > 0].copy()
+    ref = _published(reference, column="energy_mj")
+    if data.empty and (ref is None or ref.empty):
+        return None
+    data["family"] = data["model"].map(style.family) if "model" in data else "runs"
+    mkey = marker_key(data, by)
+    families = set(data["family"]) | (set(ref["model"].map(style.family)) if ref is not None else set())
+    colours = style.palette(families)
+    marks = style.markers(data[mkey].astype(str)) if mkey else {}
+    both = pd.concat([data, ref], ignore_index=True) if ref is not None else data
+    titled = list(panels(both))
+    jobs = []  # labels are placed once the layout is final
+    label_keys = [k for k in varying(data, by) if k not in PANEL] or [k for k in ("model", "attention") if k in data]
+    with style.context() as plt:
+        fig, axes = _grid(len(titled), plt)
+        for ax, (title, part) in zip(axes, titled):
+            ours = part[part.get("source", pd.Series("run", index=part.index)).fillna("run") != "paper"]
+            paper = part[part.get("source", pd.Series("run", index=part.index)).fillna("run") == "paper"]
+            x, y = ours[mean].to_numpy(float) * UJ_PER_MJ, ours["metric_mean"].to_numpy(float)
+            xerr = log_errors(x, ours[std].to_numpy(float) * UJ_PER_MJ) if std in ours else None
+            yerr = np.nan_to_num(ours["metric_std"].to_numpy(float)) if "metric_std" in ours else None
+            for i, (_, row) in enumerate(ours.iterrows()):
+                ax.errorbar(x[i], y[i], xerr=None if xerr is None else xerr[:, i:i + 1],
+                            yerr=None if yerr is None else [yerr[i]], fmt=marks.get(str(row[mkey]), "o") if mkey else "o",
+                            color=colours[row["family"]], ms=6, mec="white", mew=0.5, elinewidth=0.8,
+                            capsize=2, alpha=0.9, zorder=3)
+            if len(paper):
+                px = paper["energy_mj"].to_numpy(float) * UJ_PER_MJ
+                ax.scatter(px, paper["metric"].to_numpy(float), marker=style.PUBLISHED_MARKER, s=70, facecolors="none",
+                           edgecolors=[colours[style.family(m)] for m in paper["model"]], linewidths=1.0, zorder=4)
+            if len(ours):
+                front = pareto_front(x, y)
+                order = np.argsort(x[front])
+                ax.plot(x[front][order], y[front][order], "-", color="0.35", lw=0.8, drawstyle="steps-post", zorder=2)
+                ax.scatter(x[front], y[front], s=120, facecolors="none", edgecolors="0.35", lw=0.8, zorder=2)
+            ax.set_xscale("log")
+            log_ticks(ax)
+            ax.set_title(title + (" (published only)" if ours.empty else ""))
+            ax.set_ylabel(f"{part['metric_name'].iloc[0] if 'metric_name' in part else 'metric'} (%)")
+            ax.set_xlabel(energy_axis_label(convention))
+            _pad_log(ax, np.concatenate([x, paper["energy_mj"].to_numpy(float) * UJ_PER_MJ if len(paper) else []]))
+            if len(ours):
+                texts = [label(r, label_keys, wrap=True) for _, r in ours[front].iterrows()]
+                jobs.append((ax, list(zip(x[front], y[front])), texts, list(zip(x[~front], y[~front]))))
+        handles = _energy_legend(plt, data, colours, mkey, marks, ref)
+        fig.legend(handles=handles, loc="outside right upper", frameon=False)
+        fig.suptitle("accuracy vs energy (mean ± std over seeds; circled: Pareto front)")
+        fig.supxlabel(energy_caption(convention), fontsize=7)
+        fig.canvas.draw()  # constrained layout settles the axes; then it is frozen so labels stay put
+        fig.set_layout_engine("none")
+        for ax, points, texts, avoid in jobs:
+            place_labels(ax, points, texts, avoid=avoid)
+    return fig
+
+
+def _pad_log(ax, x: np.ndarray) -> None:
+    x = x[np.isfinite(x) & (x > 0)]
+    if len(x):
+        lo, hi = x.min(), x.max()
+        ax.set_xlim(lo * LOG_FLOOR / 1.5 if lo == hi else lo / 3, hi * 2.5)
+
+
+def _published(reference: pd.DataFrame | None, column: str) -> pd.DataFrame | None:
+    if reference is None or column not in reference:
+        return None
+    ref = reference[reference.get("source", pd.Series("paper", index=reference.index)).fillna("paper") == "paper"].copy()
+    ref[column] = pd.to_numeric(ref[column], errors="coerce")
+    ref["metric"] = pd.to_numeric(ref["metric"], errors="coerce")
+    ref = ref.dropna(subset=[column, "metric"])
+    ref = ref[ref[column] > 0]
+    ref["source"] = "paper"
+    return ref
+
+
+def _energy_legend(plt, data, colours, mkey, marks, ref):
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], ls="none", marker="none", label="model family (seeds per point)")]
+    for fam in sorted(colours):
+        ns = data.loc[data["family"] == fam, "n"] if "n" in data else []
+        text = f"{fam} ({_n_text(ns)})" if len(ns) else f"{fam} (published)"
+        handles.append(Line2D([], [], ls="none", marker="o", color=colours[fam], label=text))
+    if mkey:
+        handles.append(Line2D([], [], ls="none", marker="none", label=f"\n{mkey}"))
+        for value, m in marks.items():
+            handles.append(Line2D([], [], ls="none", marker=m, color="0.3", label=value))
+    handles.append(Line2D([], [], ls="none", marker="none", label=""))
+    handles.append(Line2D([], [], ls="none", marker="o", ms=10, mfc="none", mec="0.35", label="Pareto front (labelled)"))
+    if ref is not None and len(ref):
+        handles.append(Line2D([], [], ls="none", marker=style.PUBLISHED_MARKER, ms=9, mfc="none", mec="0.2",
+                              label="published (paper's own energy)"))
+    return handles
+
+
+def timesteps_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the timesteps suite (their command holds ``suite=timesteps``); all rows when
+    none does."""
+    if "command" in rows:
+        mine = rows[rows["command"].astype(str).str.contains(r"(?:^|\s)suite=timesteps(?:\s|$)", regex=True)]
+        if len(mine):
+            return mine
+    return rows
+
+
+def accuracy_vs_T(rows: pd.DataFrame, by: Sequence[str]):
+    """Mean ± std over seeds against T for each setting run at several T (the timesteps suite when
+    the rows hold it), one panel per (dataset, task, metric); None when no setting has two T."""
+    data = timesteps_rows(rows)
+    if "T" not in data or "metric" not in data:
+        return None
+    keys = [c for c in dict.fromkeys([*panel_keys(data), *by]) if c in data and c != "T"]
+    agg = aggregate(data, by=[*keys, "T"], values=["metric"])
+    agg["T"] = pd.to_numeric(agg["T"], errors="coerce")
+    agg = agg.dropna(subset=["metric_mean", "T"])
+    curve_keys = [k for k in keys if k not in PANEL]
+    shown = [k for k in varying(agg, curve_keys) if k != "experiment"] or curve_keys[:1]
+    curves = []
+    for title, part in panels(agg):
+        for _, curve in part.groupby([part[c].astype(str) for c in curve_keys] if curve_keys else np.zeros(len(part))):
+            if curve["T"].nunique() >= 2:
+                curves.append((title, curve.sort_values("T")))
+    if not curves:
+        return None
+    titles = sorted({t for t, _ in curves})
+    fams = style.palette(label(c.iloc[0], shown) for _, c in curves)
+    with style.context() as plt:
+        fig, axes = _grid(len(titles), plt, width=4.6)
+        for ax, title in zip(axes, titles):
+            for t, curve in curves:
+                if t != title:
+                    continue
+                name = label(curve.iloc[0], shown)
+                ax.errorbar(curve["T"], curve["metric_mean"], yerr=np.nan_to_num(curve["metric_std"].to_numpy(float)),
+                            marker="o", ms=4, capsize=3, color=fams[name], label=f"{name} ({_n_text(curve['n'])} per T)")
+            ax.set_xscale("log", base=2)
+            ts = sorted({int(v) for _, c in curves for v in c["T"] if _ == title})
+            ax.set_xticks(ts, [str(v) for v in ts])
+            ax.minorticks_off()
+            ax.set_xlabel("timesteps T")
+            metric = curves[0][1]["metric_name"].iloc[0] if "metric_name" in curves[0][1] else "metric"
+            ax.set_ylabel(f"{metric} (%)")
+            ax.set_title(title)
+            ax.legend(loc="best", frameon=False)
+        fig.suptitle("accuracy vs T (mean ± std over seeds)")
+    return fig
+
+
+def _settings(df: pd.DataFrame, by: Sequence[str]) -> tuple[list[str], list[str]]:
+    keys = [c for c in dict.fromkeys([*panel_keys(df), *by]) if c in df]
+    shown = varying(df, keys) or [k for k in ("model",) if k in df] or keys[:1]
+    return keys, shown
+
+
+def firing_rates(rows: pd.DataFrame, by: Sequence[str] = ("model",)):
+    """Mean firing rate of each setting of ``by`` (± std over its runs, n), one bar per setting."""
+    if "firing_rate" not in rows:
+        return None
+    data = rows.assign(firing_rate=pd.to_numeric(rows["firing_rate"], errors="coerce")).dropna(subset=["firing_rate"])
     if data.empty:
         return None
-    plt = _pyplot()
-    x, y = data["energy_mj_mean"].to_numpy(float), data["metric_mean"].to_numpy(float)
-    front = pareto_front(x, y)
-    keys = varying(data, by) or list(by)[:1]
-    fig, ax = plt.subplots(figsize=(8, 5.5))
-    ax.errorbar(x, y, xerr=np.nan_to_num(data["energy_mj_std"].to_numpy(float)),
-                yerr=np.nan_to_num(data["metric_std"].to_numpy(float)), fmt="o", color="tab:blue",
-                alpha=0.7, label="settings (mean ± std over seeds)")
-    order = np.argsort(x[front])
-    ax.plot(x[front][order], y[front][order], "-", color="tab:red", drawstyle="steps-post", zorder=1)
-    ax.scatter(x[front], y[front], s=110, facecolors="none", edgecolors="tab:red", zorder=3, label="Pareto front")
-    for (_, row), xi, yi in zip(data.iterrows(), x, y):
-        ax.annotate(label(row, keys), (xi, yi), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    ax.set_xlabel("energy per inference (mJ)")
-    ax.set_ylabel(f"{metric} (%)")
-    ax.set_title("accuracy vs energy")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return _save(fig, path)
+    keys, shown = _settings(data, by)
+    agg = aggregate(data, by=keys, values=["firing_rate"])
+    agg["label"] = [label(r, shown) for _, r in agg.iterrows()]
+    agg["family"] = agg["model"].map(style.family) if "model" in agg else "runs"
+    agg = agg.sort_values("label", ascending=False)
+    colours = style.palette(agg["family"])
+    n = agg["n"] if (agg["n"] > 0).all() else agg["firing_rate_mean"].notna().astype(int)
+    with style.context() as plt:
+        fig, ax = plt.subplots(figsize=(7.5, 1.2 + 0.24 * len(agg)))
+        pos = np.arange(len(agg))
+        ax.barh(pos, agg["firing_rate_mean"], xerr=np.nan_to_num(agg["firing_rate_std"].to_numpy(float)),
+                color=[colours[f] for f in agg["family"]], capsize=2, error_kw=dict(lw=0.8))
+        ax.set_yticks(pos, agg["label"])
+        top = float((agg["firing_rate_mean"] + np.nan_to_num(agg["firing_rate_std"])).max() or 1.0)
+        for p, m, k in zip(pos, agg["firing_rate_mean"], n):
+            ax.text(m + 0.02 * top, p, f"{style.number(m)}  n={int(k)}", va="center", fontsize=7)
+        ax.set_xlim(0, top * 1.3)
+        ax.set_xlabel("mean firing rate (spikes per neuron per step)")
+        ax.set_title(f"firing rate per setting ({'/'.join(shown)}; mean ± std over seeds)")
+        ax.grid(axis="y", alpha=0)
+    return fig
 
 
-def accuracy_vs_T(agg: pd.DataFrame, by: Sequence[str], path: str | Path, metric: str = "top1") -> Path | None:
-    if "T" not in agg or agg["T"].astype(str).nunique() < 2:
+def read_layer_rates(record: dict) -> dict[str, float]:
+    """Neuron layer name -> firing rate (``output_rate``) from a record's ``energy.per_layer``."""
+    layers = (record.get("energy") or {}).get("per_layer") or []
+    return {r["name"]: float(r.get("output_rate") or 0.0) for r in layers if r.get("kind") == "neuron"}
+
+
+def layer_firing_rates(rows: pd.DataFrame, by: Sequence[str], root: str | Path, max_panels: int = 9):
+    """Per-layer firing-rate bars of each setting (mean over its runs' record.json, read from
+    ``root / record_path``); None when no record is found."""
+    if "record_path" not in rows:
         return None
-    plt = _pyplot()
-    data = agg.dropna(subset=["metric_mean"]).copy()
-    data["T"] = pd.to_numeric(data["T"], errors="coerce")
-    rest = [c for c in by if c != "T" and c in data]
-    keys = varying(data, rest) or rest[:1]
-    fig, ax = plt.subplots(figsize=(7, 5))
-    for _, part in data.groupby([data[c].astype(str) for c in rest] if rest else [np.zeros(len(data))]):
-        if part["T"].nunique() < 2:
-            continue
-        part = part.sort_values("T")
-        ax.errorbar(part["T"], part["metric_mean"], yerr=np.nan_to_num(part["metric_std"].to_numpy(float)),
-                    marker="o", capsize=3, label=label(part.iloc[0], keys))
-    if not ax.lines:
-        plt.close(fig)
+    keys, shown = _settings(rows, by)
+    groups = []
+    for _, part in rows.groupby([rows[c].astype(str) for c in keys], sort=True):
+        rates = []
+        for rel in part["record_path"].dropna().astype(str):
+            path = Path(root) / rel
+            if path.is_file():
+                found = read_layer_rates(json.loads(path.read_text()))
+                if found:
+                    rates.append(found)
+        if rates:
+            layers = list(rates[0])
+            table = np.array([[r.get(k, np.nan) for k in layers] for r in rates])
+            groups.append((label(part.iloc[0], shown), part.iloc[0].get("model", ""), layers, table))
+    if not groups:
         return None
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("timesteps T")
-    ax.set_ylabel(f"{metric} (%)")
-    ax.set_title("accuracy vs T")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    return _save(fig, path)
-
-
-def firing_rates(df: pd.DataFrame, path: str | Path, by: str = "model") -> Path | None:
-    """Mean firing rate per ``by`` value over the given (not aggregated) rows, ± std over rows."""
-    if "firing_rate" not in df:
-        return None
-    data = df.assign(firing_rate=pd.to_numeric(df["firing_rate"], errors="coerce")).dropna(subset=["firing_rate"])
-    if data.empty:
-        return None
-    stats = data.groupby(data[by].astype(str))["firing_rate"].agg(["mean", "std", "count"]).sort_index()
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(stats) + 2), 4.5))
-    ax.bar(stats.index, stats["mean"], yerr=np.nan_to_num(stats["std"].to_numpy(float)), capsize=3, color="tab:green")
-    for i, (m, n) in enumerate(zip(stats["mean"], stats["count"])):
-        ax.text(i, m, f"{m:.3f}\nn={n}", ha="center", va="bottom", fontsize=7)
-    ax.set_ylabel("mean firing rate (spikes per neuron per step)")
-    ax.set_title(f"firing rate per {by}")
-    ax.tick_params(axis="x", rotation=30)
-    ax.grid(axis="y", alpha=0.3)
-    return _save(fig, path)
-
-
-def _save(fig, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return path
+    groups = sorted(groups, key=lambda g: -len(g[3]))[:max_panels]
+    groups.sort(key=lambda g: g[0])
+    colours = style.palette(style.family(g[1]) for g in groups)
+    tallest = max(len(g[2]) for g in groups)
+    with style.context() as plt:
+        cols = min(3, len(groups))
+        nrows = -(-len(groups) // cols)
+        fig, axes = plt.subplots(nrows, cols, figsize=(4.6 * cols, 0.6 + 0.17 * tallest * nrows), squeeze=False)
+        for ax in axes.flat[len(groups):]:
+            ax.set_visible(False)
+        for ax, (name, model, layers, table) in zip(axes.flat, groups):
+            pos = np.arange(len(layers))[::-1]
+            ax.barh(pos, np.nanmean(table, axis=0), xerr=np.nan_to_num(np.nanstd(table, axis=0, ddof=1))
+                    if len(table) > 1 else None, color=colours[style.family(model)], capsize=1.5, error_kw=dict(lw=0.6))
+            ax.set_yticks(pos, layers, fontsize=6)
+            ax.set_title(f"{name} (n={len(table)})")
+            ax.set_xlabel("firing rate (spikes per neuron per step)")
+            ax.grid(axis="y", alpha=0)
+        fig.suptitle("per-layer firing rate (neuron layers, evaluation set; mean ± std over seeds)")
+    return fig

@@ -17,12 +17,17 @@ from pathlib import Path
 
 import pandas as pd
 
-#: value column -> (header, format of one number)
+from step.results.style import number
+
+#: format of a number shown with 3 significant digits in fixed notation (never 2.3e-05)
+SIGNIFICANT = "sig3"
+
+#: value column -> (header, format of one number: a str.format pattern or SIGNIFICANT)
 SHOWN = {
     "metric": ("metric", "{:.2f}"),
-    "energy_mj": ("energy (mJ)", "{:.4g}"),
-    "energy_exact_mj": ("energy exact (mJ)", "{:.4g}"),
-    "energy_mem_mj": ("energy+mem (mJ)", "{:.4g}"),
+    "energy_mj": ("energy (mJ)", SIGNIFICANT),
+    "energy_exact_mj": ("energy exact (mJ)", SIGNIFICANT),
+    "energy_mem_mj": ("energy+mem (mJ)", SIGNIFICANT),
     "firing_rate": ("firing rate", "{:.3f}"),
     "params": ("params", "{:,.0f}"),
 }
@@ -37,9 +42,20 @@ def _missing(x) -> bool:
 
 
 def mean_std(mean, std, fmt: str) -> str:
-    """``"95.12 ± 0.21"``; only the mean when std is missing; empty when the mean is missing."""
+    """``"95.12 ± 0.21"``; only the mean when std is missing; empty when the mean is missing. With
+    ``fmt == SIGNIFICANT`` both are fixed notation: the mean to 3 significant digits and the std to
+    the same decimals (``"0.00225 ± 0.00003"``), never scientific."""
     if _missing(mean):
         return ""
+    if fmt == SIGNIFICANT:
+        text = number(mean)
+        if _missing(std):
+            return text
+        decimals = len(text.split(".")[1]) if "." in text else 0
+        spread = f"{float(std):.{decimals}f}"
+        if float(spread) == 0 and std > 0:  # too small for the mean's decimals: its own 2 digits
+            spread = number(std, 2)
+        return f"{text} ± {spread}"
     if _missing(std):
         return fmt.format(mean)
     return f"{fmt.format(mean)} ± {fmt.format(std)}"
@@ -55,7 +71,7 @@ def display_table(agg: pd.DataFrame, by: Sequence[str], values: Sequence[str] = 
     for v in values:
         if f"{v}_mean" not in agg or agg[f"{v}_mean"].isna().all():
             continue
-        header, fmt = SHOWN.get(v, (v, "{:.4g}"))
+        header, fmt = SHOWN.get(v, (v, SIGNIFICANT))
         stds = agg[f"{v}_std"] if v != "params" else [None] * len(agg)  # a setting's size does not vary
         out[header] = [mean_std(m, s, fmt) for m, s in zip(agg[f"{v}_mean"], stds)]
     out["n"] = agg["n"].astype(int)
