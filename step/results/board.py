@@ -99,6 +99,9 @@ def write_figures(rows: pd.DataFrame, agg: pd.DataFrame, by: Sequence[str], fold
                   convention: str = "paper") -> list[Path]:
     """Every leaderboard figure that has something to draw, as PNG (+ SVG, PDF); the PNGs' paths."""
     ref = pd.read_csv(reference) if reference is not None else None
+    missing = [c for c in plots.PANEL if c in rows and c not in agg]
+    if missing and len(rows):  # the panels name their dataset, task and metric even when `by` leaves them out
+        agg = aggregate(rows, by=[*missing, *by])
     made = {
         "accuracy_vs_energy": plots.accuracy_vs_energy(agg, by, reference=ref, convention=convention),
         "accuracy_vs_T": plots.accuracy_vs_T(rows, by),

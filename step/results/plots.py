@@ -76,7 +76,7 @@ def energy_axis_label(convention: str = "paper") -> str:
 def energy_caption(convention: str = "paper") -> str:
     """What the energy axis measures, once under the figure."""
     return (f"energy: {ENERGY[convention][1]} (leaderboard column {ENERGY[convention][0]}); E_MAC, E_AC of 45 nm CMOS "
-            f"(Horowitz 2014); error bars: std over seeds, energy bars clipped at {LOG_FLOOR:g} x mean on the log axis")
+            f"(Horowitz 2014); points: mean over seeds, circled: Pareto front; error bars: std over seeds, energy bars clipped at {LOG_FLOOR:g} x mean on the log axis")
 
 
 def log_ticks(ax) -> None:
@@ -215,8 +215,10 @@ def accuracy_vs_energy(agg: pd.DataFrame, by: Sequence[str], reference: pd.DataF
                 jobs.append((ax, list(zip(x[front], y[front])), texts, list(zip(x[~front], y[~front]))))
         handles = _energy_legend(plt, data, colours, mkey, marks, ref)
         fig.legend(handles=handles, loc="outside right upper", frameon=False)
-        fig.suptitle("accuracy vs energy (mean ± std over seeds; circled: Pareto front)")
-        fig.supxlabel(energy_caption(convention), fontsize=7)
+        fig.suptitle("accuracy vs energy", x=0.01, ha="left")
+        import textwrap
+
+        fig.supxlabel(textwrap.fill(energy_caption(convention), 75 * min(3, len(titled)) + 40), fontsize=7)
         fig.canvas.draw()  # constrained layout settles the axes; then it is frozen so labels stay put
         fig.set_layout_engine("none")
         for ax, points, texts, avoid in jobs:
@@ -317,9 +319,22 @@ def accuracy_vs_T(rows: pd.DataFrame, by: Sequence[str]):
 
 
 def _settings(df: pd.DataFrame, by: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The grouping keys (panel keys first, then ``by``) and those a bar's label shows: the ones that
+    vary, without task and metric (the dataset says which)."""
     keys = [c for c in dict.fromkeys([*panel_keys(df), *by]) if c in df]
-    shown = varying(df, keys) or [k for k in ("model",) if k in df] or keys[:1]
-    return keys, shown
+    shown = [k for k in varying(df, keys) if k != "metric_name"]
+    return keys, shown or [k for k in ("model",) if k in df] or keys[:1]
+
+
+def _bar_label(row: pd.Series, shown: Sequence[str]) -> str:
+    rest = [k for k in shown if k not in ("dataset", "task")]
+    text = label(row, rest)
+    where = [str(row[k]) for k in ("dataset", "task") if k in shown and str(row[k]) != "classification"]
+    if where:
+        text = f"{' '.join(where)}: {text}"
+    if row.get("configs", 1) > 1:  # one setting of `by` ran several configs: name each
+        text += f" (config {row['config']})"
+    return text
 
 
 def firing_rates(rows: pd.DataFrame, by: Sequence[str] = ("model",)):
@@ -330,25 +345,31 @@ def firing_rates(rows: pd.DataFrame, by: Sequence[str] = ("model",)):
     if data.empty:
         return None
     keys, shown = _settings(data, by)
-    agg = aggregate(data, by=keys, values=["firing_rate"])
-    agg["label"] = [label(r, shown) for _, r in agg.iterrows()]
+    agg = aggregate(data.assign(metric=data["firing_rate"]), by=keys, values=["firing_rate"])
+    agg["label"] = [_bar_label(r, shown) for _, r in agg.iterrows()]
     agg["family"] = agg["model"].map(style.family) if "model" in agg else "runs"
     agg = agg.sort_values("label", ascending=False)
     colours = style.palette(agg["family"])
-    n = agg["n"] if (agg["n"] > 0).all() else agg["firing_rate_mean"].notna().astype(int)
     with style.context() as plt:
         fig, ax = plt.subplots(figsize=(7.5, 1.2 + 0.24 * len(agg)))
         pos = np.arange(len(agg))
-        ax.barh(pos, agg["firing_rate_mean"], xerr=np.nan_to_num(agg["firing_rate_std"].to_numpy(float)),
-                color=[colours[f] for f in agg["family"]], capsize=2, error_kw=dict(lw=0.8))
+        spread = np.nan_to_num(agg["firing_rate_std"].to_numpy(float))
+        ax.barh(pos, agg["firing_rate_mean"], xerr=spread, color=[colours[f] for f in agg["family"]], capsize=2,
+                error_kw=dict(lw=0.8))
         ax.set_yticks(pos, agg["label"])
-        top = float((agg["firing_rate_mean"] + np.nan_to_num(agg["firing_rate_std"])).max() or 1.0)
-        for p, m, k in zip(pos, agg["firing_rate_mean"], n):
-            ax.text(m + 0.02 * top, p, f"{style.number(m)}  n={int(k)}", va="center", fontsize=7)
+        ends = agg["firing_rate_mean"].to_numpy(float) + spread
+        top = float(ends.max()) or 1.0
+        for p, m, end, k in zip(pos, agg["firing_rate_mean"], ends, agg["n"]):
+            ax.text(end + 0.015 * top, p, f"{style.number(m)}  n={int(k)}", va="center", fontsize=7)
         ax.set_xlim(0, top * 1.3)
         ax.set_xlabel("mean firing rate (spikes per neuron per step)")
         ax.set_title(f"firing rate per setting ({'/'.join(shown)}; mean ± std over seeds)")
         ax.grid(axis="y", alpha=0)
+        from matplotlib.patches import Patch
+
+        fams = sorted(set(agg["family"]))
+        fig.legend(handles=[Patch(color=colours[f], label=f) for f in fams], title="model family",
+                   loc="outside right upper", frameon=False)
     return fig
 
 
@@ -376,7 +397,7 @@ def layer_firing_rates(rows: pd.DataFrame, by: Sequence[str], root: str | Path, 
         if rates:
             layers = list(rates[0])
             table = np.array([[r.get(k, np.nan) for k in layers] for r in rates])
-            groups.append((label(part.iloc[0], shown), part.iloc[0].get("model", ""), layers, table))
+            groups.append((_bar_label(part.iloc[0], shown), part.iloc[0].get("model", ""), layers, table))
     if not groups:
         return None
     groups = sorted(groups, key=lambda g: -len(g[3]))[:max_panels]
@@ -397,5 +418,5 @@ def layer_firing_rates(rows: pd.DataFrame, by: Sequence[str], root: str | Path, 
             ax.set_title(f"{name} (n={len(table)})")
             ax.set_xlabel("firing rate (spikes per neuron per step)")
             ax.grid(axis="y", alpha=0)
-        fig.suptitle("per-layer firing rate (neuron layers, evaluation set; mean ± std over seeds)")
+        fig.suptitle("per-layer firing rate (neuron layers, evaluation set; mean ± std over seeds)", x=0.01, ha="left")
     return fig

@@ -129,17 +129,21 @@ def pick_layers(names: list[str], count: int) -> list[str]:
 
 
 def raster_figure(spikes: Spikes, layers: int = 4, max_neurons: int = 256, title: str = ""):
-    """Spike rasters of ``layers`` layers (first ``max_neurons`` neurons each): neuron index x step."""
+    """Spike rasters of ``layers`` layers: neuron index x time step (at most ``max_neurons`` rows a
+    layer, evenly spaced through it, so a row is never an average of neurons)."""
     names = pick_layers(list(spikes.layers), layers)
     with style.context() as plt:
         fig, axes = plt.subplots(1, len(names), figsize=(2.6 * len(names) + 1, 4.2), squeeze=False)
         for ax, name in zip(axes.flat, names):
-            s = spikes.layers[name][:max_neurons]
+            full = spikes.layers[name]
+            every = -(-full.shape[0] // max_neurons)  # evenly spaced neurons when the layer has more
+            s = full[::every]
             ax.imshow(s, aspect="auto", interpolation="nearest", cmap="Greys", origin="lower",
                       vmin=0, vmax=max(1.0, float(s.max())), extent=(-0.5, s.shape[1] - 0.5, -0.5, s.shape[0] - 0.5))
             ax.set_xticks(range(s.shape[1]))
             ax.set_xlabel("time step")
-            ax.set_title(f"{name}\n{s.shape[0]} of {spikes.layers[name].shape[0]} neurons", fontsize=7)
+            kept = f"every {every}th of {full.shape[0]}" if every > 1 else f"all {full.shape[0]}"
+            ax.set_title(f"{name}\nneurons: {kept}", fontsize=7)
             ax.grid(False)
         axes.flat[0].set_ylabel("neuron index")
         fig.suptitle(title or "spike raster of one input (black = spike)")

@@ -72,9 +72,17 @@ def family(model: str) -> str:
     return "-".join(parts)
 
 
+#: the model families in the order of their fixed colours (the same family, the same colour in every figure)
+FAMILIES = ["spikformer", "sdt", "meta-spikeformer", "qkformer", "semm-spikformer", "int8-twin", "vit", "ann"]
+
+
 def palette(values: Iterable[str]) -> dict[str, str]:
-    """value -> colour, in sorted order (stable across panels and figures with the same values)."""
-    return {v: COLOURS[i % len(COLOURS)] for i, v in enumerate(sorted({str(v) for v in values}))}
+    """value -> colour: a known family its own colour, other values the colours left, in sorted order."""
+    values = sorted({str(v) for v in values})
+    fixed = {v: COLOURS[FAMILIES.index(v)] for v in values if v in FAMILIES}
+    rest = [c for c in COLOURS if c not in fixed.values()]
+    others = [v for v in values if v not in fixed]
+    return {**fixed, **{v: rest[i % len(rest)] for i, v in enumerate(others)}}
 
 
 def markers(values: Iterable[str]) -> dict[str, str]:
