@@ -101,8 +101,9 @@ def test_build_board_writes_markdown_html_and_figures(board_csv, tmp_path):
     out = tmp_path / "out"
     board = build_board([board_csv], by=["attention", "T"], out_dir=out)
     assert (out / "leaderboard.md").read_text() == board.markdown
-    for name in ("accuracy_vs_energy", "accuracy_vs_T", "firing_rate_per_model"):
+    for name in ("accuracy_vs_energy", "accuracy_vs_T", "firing_rate_per_setting"):
         assert (out / "figures" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (out / "figures" / f"{name}.pdf").read_bytes()[:5] == b"%PDF-"
     page = (out / "leaderboard.html").read_text()
     assert page.count("data:image/png;base64,") == 3 and "93.00 ± 3.61" in page
 
