@@ -351,7 +351,8 @@ def firing_rates(rows: pd.DataFrame, by: Sequence[str] = ("model",)):
     agg = agg.sort_values("label", ascending=False)
     colours = style.palette(agg["family"])
     with style.context() as plt:
-        fig, ax = plt.subplots(figsize=(7.5, 1.2 + 0.24 * len(agg)))
+        longest = max(len(t) for t in agg["label"])
+        fig, ax = plt.subplots(figsize=(6.5 + 0.065 * longest, 1.2 + 0.24 * len(agg)))
         pos = np.arange(len(agg))
         spread = np.nan_to_num(agg["firing_rate_std"].to_numpy(float))
         ax.barh(pos, agg["firing_rate_mean"], xerr=spread, color=[colours[f] for f in agg["family"]], capsize=2,
@@ -362,8 +363,8 @@ def firing_rates(rows: pd.DataFrame, by: Sequence[str] = ("model",)):
         for p, m, end, k in zip(pos, agg["firing_rate_mean"], ends, agg["n"]):
             ax.text(end + 0.015 * top, p, f"{style.number(m)}  n={int(k)}", va="center", fontsize=7)
         ax.set_xlim(0, top * 1.3)
-        ax.set_xlabel("mean firing rate (spikes per neuron per step)")
-        ax.set_title(f"firing rate per setting ({'/'.join(shown)}; mean ± std over seeds)")
+        ax.set_xlabel(f"mean firing rate (spikes per neuron per step); bars: {'/'.join(shown)}, mean ± std over seeds")
+        fig.suptitle("firing rate per setting", x=0.01, ha="left")
         ax.grid(axis="y", alpha=0)
         from matplotlib.patches import Patch
 

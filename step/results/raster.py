@@ -142,7 +142,7 @@ def raster_figure(spikes: Spikes, layers: int = 4, max_neurons: int = 256, title
                       vmin=0, vmax=max(1.0, float(s.max())), extent=(-0.5, s.shape[1] - 0.5, -0.5, s.shape[0] - 0.5))
             ax.set_xticks(range(s.shape[1]))
             ax.set_xlabel("time step")
-            kept = f"every {every}th of {full.shape[0]}" if every > 1 else f"all {full.shape[0]}"
+            kept = f"{s.shape[0]} of {full.shape[0]}, 1 in {every}" if every > 1 else f"all {full.shape[0]}"
             ax.set_title(f"{name}\nneurons: {kept}", fontsize=7)
             ax.grid(False)
         axes.flat[0].set_ylabel("neuron index")
