@@ -37,7 +37,7 @@ ENERGY = {
 NOT_MARKER = {"dataset", "task", "metric_name", "model", "experiment", "config"}
 #: the lower end of an energy error bar never goes below this fraction of the mean (log axis)
 LOG_FLOOR = 0.1
-#: a metric on a 0..1 scale is a fraction, else a percentage
+#: the energy axis is in µJ; the board's columns are in mJ
 UJ_PER_MJ = 1000.0
 
 
@@ -76,7 +76,8 @@ def energy_axis_label(convention: str = "paper") -> str:
 def energy_caption(convention: str = "paper") -> str:
     """What the energy axis measures, once under the figure."""
     return (f"energy: {ENERGY[convention][1]} (leaderboard column {ENERGY[convention][0]}); E_MAC, E_AC of 45 nm CMOS "
-            f"(Horowitz 2014); points: mean over seeds, circled: Pareto front; error bars: std over seeds, energy bars clipped at {LOG_FLOOR:g} x mean on the log axis")
+            f"(Horowitz 2014); points: mean over seeds, circled: Pareto front; error bars: std over seeds, "
+            f"energy bars clipped at {LOG_FLOOR:g} x mean on the log axis")
 
 
 def log_ticks(ax) -> None:
