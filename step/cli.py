@@ -58,7 +58,7 @@ def check_overrides(argv: list[str]) -> None:
             _fail(f"'{key}' is not a config group or setting.{hint} Groups: {', '.join(groups)}; "
                   f"settings: {', '.join(sorted(ROOT_KEYS))}. Set a single value with group.key=value.")
         options = _group_options(key)
-        for choice in value.split(","):
+        for choice in value.strip("[]").split(","):  # a sweep a,b or a list [a,b] (logger=[csv,wandb])
             if choice in ("null",) or choice.startswith(("range(", "choice(", "glob(")):
                 continue
             if choice not in options:

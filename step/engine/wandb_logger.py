@@ -9,7 +9,7 @@ Where each wandb setting comes from (a config value wins, then the environment, 
 | dir | ``logger.dir`` | ``WANDB_DIR`` | the run folder |
 | mode | ``WANDB_MODE`` (the environment wins here) | | ``logger.mode`` (offline) |
 | group | ``logger.group`` | | a sweep job: its sweep folder's name; else none |
-| tags | ``logger.tags`` + the run's ``tags`` | | + a sweep job's overrides (``key=value``) |
+| tags | ``logger.tags`` + the run's ``tags`` | | + a sweep job's values of the swept keys (``key=value``) |
 
 Each epoch's row goes to the history; at the end the final test metrics and the energy columns are
 logged as one more history row (with the per-layer energy table) and put in the summary, with the
@@ -29,8 +29,26 @@ from step.engine.loggers import RunLogger, env_or
 MAX_TAG = 64
 
 
+def swept_keys(sweep_dir: Path) -> set[str] | None:
+    """The keys a sweep varies: its command line's sweep overrides (``a=x,y``, ``range(..)``) and the
+    sweeper's ``params`` (suites), read from the ``multirun.yaml`` Hydra writes before the first job."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    try:
+        saved = OmegaConf.load(sweep_dir / "multirun.yaml").hydra
+        given = [str(o) for o in saved.overrides.task]
+        params = saved.sweeper.get("params") or {}
+    except Exception:  # noqa: BLE001 - no multirun.yaml: every override counts
+        return None
+    keys = {o.get_key_element().lstrip("+~") for o in OverridesParser.create().parse_overrides(given)
+            if o.is_sweep_override()}
+    return keys | {str(k).lstrip("+~") for k in params}
+
+
 def sweep_identity() -> tuple[str | None, list[str]]:
-    """For a Hydra multirun job: (its sweep folder's name, its overrides as ``key=value``); else (None, [])."""
+    """For a Hydra multirun job: (its sweep folder's name, its values of the swept keys as ``key=value``);
+    else (None, [])."""
     try:
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
@@ -40,10 +58,14 @@ def sweep_identity() -> tuple[str | None, list[str]]:
         hydra = HydraConfig.get()
         if hydra.mode != RunMode.MULTIRUN:
             return None, []
-        group = Path(hydra.runtime.output_dir).parent.name  # sweep.dir/<job subdir>
-        return group, [str(o) for o in hydra.overrides.task]
+        sweep_dir = Path(hydra.runtime.output_dir).parent  # sweep.dir/<job subdir>
+        overrides = [str(o) for o in hydra.overrides.task]
     except Exception:  # noqa: BLE001 - no Hydra context: a plain run
         return None, []
+    keys = swept_keys(sweep_dir)
+    if keys is not None:
+        overrides = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") in keys]
+    return sweep_dir.name, overrides
 
 
 def wandb_settings(logger: DictConfig, run_dir: Path, run_tags: list[str] | None = None) -> dict[str, Any]:
