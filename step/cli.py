@@ -41,6 +41,27 @@ def _groups() -> list[str]:
     return sorted(groups)
 
 
+def _closest_nested(key: str) -> str | None:
+    """``epochs`` -> ``trainer.epochs``: the ``group.key`` of the default config that reads most like ``key``."""
+    from omegaconf import OmegaConf
+
+    from step.config import compose
+    from step.config.keys import suggest_dotted
+
+    try:
+        return suggest_dotted(key, OmegaConf.to_container(compose([]), resolve=False))
+    except Exception:  # noqa: BLE001 - no suggestion rather than a second error
+        return None
+
+
+def _better(key: str, *guesses: str | None) -> str | None:
+    """The guess whose last part reads most like ``key`` (``epochs``: ``trainer.epochs`` over ``paths``)."""
+    from difflib import SequenceMatcher
+
+    found = [g for g in guesses if g]
+    return max(found, key=lambda g: SequenceMatcher(None, key, g.rsplit(".", 1)[-1]).ratio(), default=None)
+
+
 def check_overrides(argv: list[str]) -> None:
     """Catch misspelled groups and options before Hydra, with the valid choices and a suggestion."""
     from step.registry import closest
@@ -53,7 +74,7 @@ def check_overrides(argv: list[str]) -> None:
         if "." in key or key in ROOT_KEYS or key.startswith("hydra"):
             continue
         if key not in groups:
-            guess = closest(key, groups + sorted(ROOT_KEYS))
+            guess = _better(key, closest(key, groups + sorted(ROOT_KEYS)), _closest_nested(key))
             hint = f" Did you mean '{guess}'?" if guess else ""
             _fail(f"'{key}' is not a config group or setting.{hint} Groups: {', '.join(groups)}; "
                   f"settings: {', '.join(sorted(ROOT_KEYS))}. Set a single value with group.key=value.")
@@ -149,10 +170,12 @@ def _output_root(argv: list[str]) -> Path:
 def preflight(argv: list[str]) -> None:
     """What must hold before Hydra makes a folder: known groups and options, names that stay one
     folder name, and an output root that can be written."""
+    from step.config.keys import check_override_keys
     from step.config.names import check_override_names
     from step.engine.preflight import check_writable
 
     check_overrides(argv)
+    check_override_keys(argv, _groups())  # trainer.epoch=1 -> did you mean trainer.epochs
     check_override_names(argv)
     if not any(a in _NO_RUN_FLAGS or a.startswith("--cfg") for a in argv):
         check_writable(_output_root(argv), "paths.output_root",
