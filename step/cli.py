@@ -212,15 +212,29 @@ def train_main() -> None:
 
 
 def eval_main(argv: list[str] | None = None) -> None:
-    """``step-eval CHECKPOINT``: evaluate a saved model on its config's test split."""
-    parser = argparse.ArgumentParser(prog="step-eval", description=eval_main.__doc__)
-    parser.add_argument("checkpoint", type=Path, help="model.pt written by step-train")
+    """``step-eval CHECKPOINT [--T N | T=N]``: evaluate a saved model on its config's test split.
+
+    The model is rebuilt from the checkpoint's own config (model, attention, neuron, encoder, ...);
+    ``--T N`` (or ``T=N``) evaluates it at N time steps instead of the T it was trained with.
+    Nothing is written.
+    """
+    parser = argparse.ArgumentParser(prog="step-eval", description=eval_main.__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoint", type=Path, help="model.pt (or last.pt) written by step-train")
+    parser.add_argument("settings", nargs="*", metavar="T=N", help="the same as --T N")
+    parser.add_argument("--T", type=int, default=None, help="time steps to evaluate at (default: the checkpoint's)")
     parser.add_argument("--no-energy", action="store_true", help="skip energy and firing-rate counting")
     args = parser.parse_args(argv)
+    T = args.T
+    for item in args.settings:
+        key, _, value = item.partition("=")
+        if key != "T" or not value.isdigit():
+            _fail(f"step-eval takes T=N (time steps) beside the checkpoint, got '{item}'; the rest of the "
+                  "config is the checkpoint's own.")
+        T = int(value)
     try:
         from step.engine.evaluate import evaluate_checkpoint
 
-        result = evaluate_checkpoint(args.checkpoint, energy=not args.no_energy)
+        result = evaluate_checkpoint(args.checkpoint, energy=not args.no_energy, T=T)
     except StepError as err:
         _fail(str(err), err.exit_code)
     for key, value in result.items():
