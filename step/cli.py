@@ -54,12 +54,15 @@ def _closest_nested(key: str) -> str | None:
         return None
 
 
-def _better(key: str, *guesses: str | None) -> str | None:
-    """The guess whose last part reads most like ``key`` (``epochs``: ``trainer.epochs`` over ``paths``)."""
+def _better(key: str, group_guess: str | None, nested_guess: str | None) -> str | None:
+    """A group or setting name unless a nested key reads clearly closer (``modle``: ``model``, not
+    ``logger.mode``; ``epochs``: ``trainer.epochs``, not ``paths``)."""
     from difflib import SequenceMatcher
 
-    found = [g for g in guesses if g]
-    return max(found, key=lambda g: SequenceMatcher(None, key, g.rsplit(".", 1)[-1]).ratio(), default=None)
+    def score(guess: str | None) -> float:
+        return SequenceMatcher(None, key, guess.rsplit(".", 1)[-1]).ratio() if guess else 0.0
+
+    return nested_guess if score(nested_guess) >= score(group_guess) + 0.15 else group_guess or nested_guess
 
 
 def check_overrides(argv: list[str]) -> None:

@@ -5,6 +5,7 @@ sweeps over groups whose options hold different keys still run."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -17,9 +18,15 @@ STEP_TRAIN = str(Path(sys.executable).with_name("step-train"))
 
 
 def _train(monkeypatch, capsys, *args: str) -> tuple[int, str]:
+    """``step-train ARGS`` in this process; the signal handlers it holds until a job starts are put back."""
     monkeypatch.setattr(sys, "argv", ["step-train", *args])
-    with pytest.raises(SystemExit) as stop:
-        train_main()
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with pytest.raises(SystemExit) as stop:
+            train_main()
+    finally:
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
     return stop.value.code, capsys.readouterr().err
 
 
