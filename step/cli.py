@@ -41,6 +41,30 @@ def _groups() -> list[str]:
     return sorted(groups)
 
 
+def _closest_nested(key: str) -> str | None:
+    """``epochs`` -> ``trainer.epochs``: the ``group.key`` of the default config that reads most like ``key``."""
+    from omegaconf import OmegaConf
+
+    from step.config import compose
+    from step.config.keys import suggest_dotted
+
+    try:
+        return suggest_dotted(key, OmegaConf.to_container(compose([]), resolve=False))
+    except Exception:  # noqa: BLE001 - no suggestion rather than a second error
+        return None
+
+
+def _better(key: str, group_guess: str | None, nested_guess: str | None) -> str | None:
+    """A group or setting name unless a nested key reads clearly closer (``modle``: ``model``, not
+    ``logger.mode``; ``epochs``: ``trainer.epochs``, not ``paths``)."""
+    from difflib import SequenceMatcher
+
+    def score(guess: str | None) -> float:
+        return SequenceMatcher(None, key, guess.rsplit(".", 1)[-1]).ratio() if guess else 0.0
+
+    return nested_guess if score(nested_guess) >= score(group_guess) + 0.15 else group_guess or nested_guess
+
+
 def check_overrides(argv: list[str]) -> None:
     """Catch misspelled groups and options before Hydra, with the valid choices and a suggestion."""
     from step.registry import closest
@@ -53,12 +77,12 @@ def check_overrides(argv: list[str]) -> None:
         if "." in key or key in ROOT_KEYS or key.startswith("hydra"):
             continue
         if key not in groups:
-            guess = closest(key, groups + sorted(ROOT_KEYS))
+            guess = _better(key, closest(key, groups + sorted(ROOT_KEYS)), _closest_nested(key))
             hint = f" Did you mean '{guess}'?" if guess else ""
             _fail(f"'{key}' is not a config group or setting.{hint} Groups: {', '.join(groups)}; "
                   f"settings: {', '.join(sorted(ROOT_KEYS))}. Set a single value with group.key=value.")
         options = _group_options(key)
-        for choice in value.split(","):
+        for choice in value.strip("[]").split(","):  # a sweep a,b or a list [a,b] (logger=[csv,wandb])
             if choice in ("null",) or choice.startswith(("range(", "choice(", "glob(")):
                 continue
             if choice not in options:
@@ -149,10 +173,12 @@ def _output_root(argv: list[str]) -> Path:
 def preflight(argv: list[str]) -> None:
     """What must hold before Hydra makes a folder: known groups and options, names that stay one
     folder name, and an output root that can be written."""
+    from step.config.keys import check_override_keys
     from step.config.names import check_override_names
     from step.engine.preflight import check_writable
 
     check_overrides(argv)
+    check_override_keys(argv, _groups())  # trainer.epoch=1 -> did you mean trainer.epochs
     check_override_names(argv)
     if not any(a in _NO_RUN_FLAGS or a.startswith("--cfg") for a in argv):
         check_writable(_output_root(argv), "paths.output_root",
@@ -189,15 +215,29 @@ def train_main() -> None:
 
 
 def eval_main(argv: list[str] | None = None) -> None:
-    """``step-eval CHECKPOINT``: evaluate a saved model on its config's test split."""
-    parser = argparse.ArgumentParser(prog="step-eval", description=eval_main.__doc__)
-    parser.add_argument("checkpoint", type=Path, help="model.pt written by step-train")
+    """``step-eval CHECKPOINT [--T N | T=N]``: evaluate a saved model on its config's test split.
+
+    The model is rebuilt from the checkpoint's own config (model, attention, neuron, encoder, ...);
+    ``--T N`` (or ``T=N``) evaluates it at N time steps instead of the T it was trained with.
+    Nothing is written.
+    """
+    parser = argparse.ArgumentParser(prog="step-eval", description=eval_main.__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoint", type=Path, help="model.pt (or last.pt) written by step-train")
+    parser.add_argument("settings", nargs="*", metavar="T=N", help="the same as --T N")
+    parser.add_argument("--T", type=int, default=None, help="time steps to evaluate at (default: the checkpoint's)")
     parser.add_argument("--no-energy", action="store_true", help="skip energy and firing-rate counting")
     args = parser.parse_args(argv)
+    T = args.T
+    for item in args.settings:
+        key, _, value = item.partition("=")
+        if key != "T" or not value.isdigit():
+            _fail(f"step-eval takes T=N (time steps) beside the checkpoint, got '{item}'; the rest of the "
+                  "config is the checkpoint's own.")
+        T = int(value)
     try:
         from step.engine.evaluate import evaluate_checkpoint
 
-        result = evaluate_checkpoint(args.checkpoint, energy=not args.no_energy)
+        result = evaluate_checkpoint(args.checkpoint, energy=not args.no_energy, T=T)
     except StepError as err:
         _fail(str(err), err.exit_code)
     for key, value in result.items():

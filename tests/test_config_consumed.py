@@ -41,6 +41,9 @@ METADATA = {
 NOT_APPLICABLE = [
     ("model.heads", lambda cfg: cfg.attention.name == "semm",
      "SEMM's experts take the place of heads (step/attention/semm.py); heads acts with any other attention"),
+    *[(f"logger.{key}", lambda cfg: not cfg.logger.wandb,
+       "a wandb setting (step/engine/wandb_logger.py, tests/test_wandb_logger.py); without logger=wandb no wandb run")
+      for key in ("project", "entity", "dir", "mode", "group", "tags")],
 ]
 
 EXPERIMENTS = sorted(p.stem for p in (experiments_dir() / "experiment").glob("*.yaml"))

@@ -27,6 +27,8 @@ def _tiny_record(tmp_path):
 def test_cli_reads_a_record_prints_the_table_and_plots(tmp_path, capsys):
     path = _tiny_record(tmp_path)
     assert main([str(path)]) == 0
+    assert sorted(p.name for p in path.parent.iterdir()) == ["record.json"]  # nothing written without --out
+    assert main([str(path), "--out", str(tmp_path / "figs")]) == 0
     out = capsys.readouterr().out
     for name in ("0", "1", "2"):  # the Sequential's layer names
         assert f"\n{name} " in out
@@ -38,7 +40,7 @@ def test_cli_reads_a_record_prints_the_table_and_plots(tmp_path, capsys):
     for name in ("paper", "exact", "neurobench"):
         assert record[name]["statement"] in out
     assert f"Effective_ACs {record['neurobench']['effective_acs']:.6g}" in out
-    png = path.parent / "record_firing_rates.png"
+    png = tmp_path / "figs" / "record_firing_rates.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -49,10 +51,11 @@ def test_cli_measures_a_checkpoint(tmp_path, capsys):
     torch.save({"model": model.state_dict()}, ckpt)
     args = [str(ckpt), "--model", "spikformer", "--T", "2", "--max-samples", "8"]
     args += [f"--model-arg={k}={v}" for k, v in kw.items()]
-    assert main(args) == 0
-    block = json.loads((tmp_path / "energy.json").read_text())["energy"]
+    assert main([*args, "--out", str(tmp_path / "out")]) == 0
+    block = json.loads((tmp_path / "out" / "energy.json").read_text())["energy"]
     assert block["totals"]["n_samples"] == 8 and block["totals"]["T"] == 2
-    assert (tmp_path / "last_firing_rates.png").is_file()
+    assert (tmp_path / "out" / "last_firing_rates.png").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "out"]
     assert "blocks.0.attn.qk" in capsys.readouterr().out
 
 

@@ -66,9 +66,16 @@ class SchedConf:
 
 @dataclass
 class LoggerConf:
-    name: str = "csv"  # csv | wandb | none
-    project: str = "step"
+    """conf/logger: csv (default) | wandb (csv + wandb) | [csv,wandb] | none (step/engine/loggers.py)."""
+
+    csv: bool = True  # <run_dir>/metrics.csv, one row per epoch
+    wandb: bool = False  # Weights & Biases beside the CSV (step/engine/wandb_logger.py)
+    project: Optional[str] = None  # null: WANDB_PROJECT, else "step"
+    entity: Optional[str] = None  # null: WANDB_ENTITY, else wandb's default
+    dir: Optional[str] = None  # null: WANDB_DIR, else the run folder
     mode: str = "offline"  # wandb mode when WANDB_MODE is not set: offline | online | disabled
+    group: Optional[str] = None  # null: a sweep job's sweep folder name; a single run has none
+    tags: list[str] = field(default_factory=list)  # added to the run's tags and a sweep job's overrides
 
 
 @dataclass

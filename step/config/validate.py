@@ -145,8 +145,8 @@ def validate_config(cfg: DictConfig) -> None:
                  f"trainer.grad_clip must be > 0 or null, got {t.grad_clip}.")
     _check_range(cfg.optim.lr > 0, f"optim.lr must be > 0, got {cfg.optim.lr}.")
     _check_range(cfg.optim.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {cfg.optim.weight_decay}.")
-    _check_range(cfg.logger.name in ("csv", "wandb", "none"),
-                 f"logger must be csv, wandb or none, got '{cfg.logger.name}'.")
+    _check_range(cfg.logger.mode in ("offline", "online", "disabled"),
+                 f"logger.mode must be offline, online or disabled, got '{cfg.logger.mode}'.")
     _check_range(t.get("eval_time_order", "normal") in ("normal", "reversed", "shuffled"),
                  f"trainer.eval_time_order must be normal, reversed or shuffled, got '{t.get('eval_time_order')}'.")
     _check_range(cfg.optim.get("lr_base_batch") is None or cfg.optim.lr_base_batch >= 1,

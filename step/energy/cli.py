@@ -1,13 +1,16 @@
-"""``step-energy``: print a run's per-layer energy table and plot its per-layer firing rates.
+"""``step-energy``: print a run's per-layer energy table (and, with ``--out``, save it and a chart).
 
-    step-energy results/<run>/record.json
-    step-energy path/to/checkpoint.pt --model spikformer --model-arg img_size=16 --T 4
+    step-energy RUN/record.json                 # the table the run recorded
+    step-energy RUN/model.pt                    # measured again: the model rebuilt from its own config
+    step-energy RUN/model.pt --T 2 --out DIR    # at 2 time steps; energy.json and the chart in DIR
+    step-energy plain.pt --model spikformer --model-arg img_size=16 --T 4   # a bare state dict
 
-A record is read as written by the runner (its ``energy`` block). A checkpoint (a state dict, or
-a dict holding one under ``model`` / ``state_dict``) is loaded into ``--model`` and measured on the
-test split of ``--dataset`` (direct encoding, ``--T`` steps); its record block is written to
-``energy.json`` beside it. Either way a bar chart ``<name>_firing_rates.png`` lands beside the
-input file.
+A record is read as written by the runner (its ``energy`` block). A STEP checkpoint (``model.pt`` or
+``last.pt``) holds its run config: the model is rebuilt from it (any model, attention, neuron,
+encoder) and measured on that config's whole test split, as the run's final evaluation was, at the
+checkpoint's T or ``--T``. A plain state dict needs ``--model`` and is measured on ``--dataset``
+(direct encoding). Nothing is written unless ``--out DIR`` is given: then ``DIR/energy.json`` (for a
+checkpoint) and the bar chart ``DIR/<name>_firing_rates.png``.
 """
 
 from __future__ import annotations
@@ -130,38 +133,62 @@ def _print_summary(block: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="step-energy", description=__doc__.split("\n\n")[0])
-    parser.add_argument("path", help="a record.json (or energy.json) or a model checkpoint")
-    parser.add_argument("--model", help="registry name of the model (needed for a checkpoint)")
+    parser.add_argument("path", help="a record.json (or energy.json), a STEP checkpoint, or a state dict (--model)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="folder for energy.json and the firing-rate chart (default: write nothing)")
+    parser.add_argument("--T", type=int, default=None,
+                        help="timesteps for a checkpoint (default: the checkpoint's own T; 4 for a state dict)")
+    parser.add_argument("--model", help="registry name of the model: only for a state dict without a STEP config")
     parser.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
-                        help="a model keyword (repeatable), e.g. --model-arg depth=2")
-    parser.add_argument("--T", type=int, default=4, help="timesteps for a checkpoint (default 4)")
-    parser.add_argument("--dataset", default="digits", help="dataset whose test split is measured (checkpoint)")
-    parser.add_argument("--max-samples", type=int, default=512, help="test samples measured (checkpoint)")
+                        help="a model keyword (repeatable, with --model), e.g. --model-arg depth=2")
+    parser.add_argument("--dataset", default="digits", help="dataset whose test split is measured (with --model)")
+    parser.add_argument("--max-samples", type=int, default=512, help="test samples measured (with --model)")
     args = parser.parse_args(argv)
     path = Path(args.path)
     try:
         if not path.is_file():
             raise StepError(f"No such file: {path}. Give a record.json or a checkpoint path.")
-        if path.suffix == ".json":
+        measured = path.suffix != ".json"
+        if not measured:
             try:
                 block = _energy_block(json.loads(path.read_text()), path)
             except (ValueError, UnicodeDecodeError) as err:
                 raise StepError(f"{path} is not a readable JSON record ({type(err).__name__}: {err}).") from None
-        else:
-            if not args.model:
-                raise StepError("A checkpoint needs --model <registry name> (see step-list).")
-            block = measure_checkpoint(path, args.model, args.T, args.dataset, _parse_kw(args.model_arg),
+        elif args.model:
+            block = measure_checkpoint(path, args.model, args.T or 4, args.dataset, _parse_kw(args.model_arg),
                                        args.max_samples)
-            from step.fileio import atomic_write_text
-
-            atomic_write_text(path.parent / "energy.json", json.dumps({"energy": block}, indent=2))
+        else:
+            block = _measure_step_checkpoint(path, args.T)
         _print_summary(block)
-        png = plot_firing_rates(block["per_layer"], path.parent / f"{path.stem}_firing_rates.png", title=path.parent.name)
-        print(f"\nfiring-rate chart: {png}")
+        if args.out is not None:
+            args.out.mkdir(parents=True, exist_ok=True)
+            if measured:
+                from step.fileio import atomic_write_text
+
+                atomic_write_text(args.out / "energy.json", json.dumps({"energy": block}, indent=2))
+                print(f"\nenergy table: {args.out / 'energy.json'}")
+            png = plot_firing_rates(block["per_layer"], args.out / f"{path.stem}_firing_rates.png",
+                                    title=path.parent.name)
+            print(f"firing-rate chart: {png}")
     except StepError as err:
         print(f"step-energy: {err}", file=sys.stderr)
         return err.exit_code
     return 0
+
+
+def _measure_step_checkpoint(path: Path, T: int | None) -> dict[str, Any]:
+    """The energy block of a STEP checkpoint, its model rebuilt from the config it holds."""
+    import step  # noqa: F401  (registers everything)
+    from step.engine.evaluate import measure
+    from step.errors import CheckpointError
+
+    try:
+        return measure(path, energy=True, T=T)["energy"]
+    except CheckpointError as err:
+        if "is not a STEP checkpoint" in str(err):
+            raise CheckpointError(f"{err} For a plain state dict give --model <registry name> (see step-list) "
+                                  "and its --model-arg keywords.") from None
+        raise
 
 
 if __name__ == "__main__":  # pragma: no cover

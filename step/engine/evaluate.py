@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from step.engine import builders, checkpoint
 from step.engine.run import measure_final
 from step.engine.seed import resolve_device, seed_everything
-from step.errors import CheckpointError
+from step.errors import CheckpointError, ConfigError
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -28,10 +29,35 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
-def evaluate_checkpoint(path: str | Path, energy: bool = True) -> dict[str, Any]:
-    ckpt = load_checkpoint(path)
+def checkpoint_config(ckpt: dict[str, Any], T: int | None = None) -> DictConfig:
+    """The run config a checkpoint was trained with, at ``T`` time steps when given.
+
+    The data root is ``STEP_DATA`` when set (a checkpoint moved to another machine), else the one it was
+    trained with. An event dataset whose bins followed ``T`` gets ``T`` bins too.
+    """
     cfg = OmegaConf.create(ckpt["config"])
-    cfg.energy.enabled = bool(energy and cfg.energy.get("enabled", False))
+    if os.environ.get("STEP_DATA"):
+        cfg.paths.data_root = os.environ["STEP_DATA"]
+    if T is not None and T != cfg.T:
+        if T < 1:
+            raise ConfigError(f"T must be >= 1, got {T}.")
+        if cfg.dataset.get("timesteps") == cfg.T:
+            cfg.dataset.timesteps = T
+        cfg.T = T
+    return cfg
+
+
+def measure(path: str | Path, *, energy: bool | None = None, T: int | None = None) -> dict[str, Any]:
+    """Rebuild the model a checkpoint's own config describes (any model, attention, neuron, encoder),
+    load its weights and evaluate it on that config's test split, counting energy when ``energy`` (None:
+    when the run did, ``energy.enabled``).
+
+    Returns ``cfg``, ``result`` (:class:`~step.engine.loop.EpochResult`), ``energy`` (the record's
+    energy block, empty without counting) and ``columns`` (the leaderboard's energy columns).
+    """
+    ckpt = load_checkpoint(path)
+    cfg = checkpoint_config(ckpt, T)
+    cfg.energy.enabled = bool(cfg.energy.get("enabled", False) if energy is None else energy)
     seed_everything(cfg.seed)
     device = resolve_device(cfg.trainer.device)
     bundle = builders.build_data(cfg)
@@ -48,4 +74,12 @@ def evaluate_checkpoint(path: str | Path, energy: bool = True) -> dict[str, Any]
         cfg, model, test_loader, task, metrics, encoder=encoder, modality=bundle.modality,
         device=device, progress=False,
     )
-    return {**{f"test_{k}": v for k, v in result.metrics.items()}, "test_loss": result.loss, **columns}
+    return {"cfg": cfg, "result": result, "energy": energy_record, "columns": columns}
+
+
+def evaluate_checkpoint(path: str | Path, energy: bool = True, T: int | None = None) -> dict[str, Any]:
+    """``step-eval``: the test metrics (and energy columns) of a checkpoint, at its own T or at ``T``."""
+    out = measure(path, energy=None if energy else False, T=T)
+    result = out["result"]
+    return {"T": int(out["cfg"].T), **{f"test_{k}": v for k, v in result.metrics.items()}, "test_loss": result.loss,
+            **out["columns"]}

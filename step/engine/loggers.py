@@ -1,4 +1,10 @@
-"""Metric loggers: ``csv`` (default, metrics.csv in the run folder), ``wandb`` (offline by default), ``none``."""
+"""Where a run's per-epoch rows go: ``metrics.csv``, one log line per epoch, and optionally wandb.
+
+The ``logger`` group composes (``conf/logger/``): ``logger=csv`` (the default) writes
+``<run_dir>/metrics.csv``; ``logger=wandb`` (or ``logger=[csv,wandb]``) adds Weights & Biases beside
+it, never instead of it; ``logger=none`` writes no metrics file. Every rank-0 run also prints one line
+per epoch when no progress bar is shown (:mod:`step.engine.epoch_log`). docs/logging.md has the keys.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +13,32 @@ import os
 from pathlib import Path
 from typing import Any
 
+from omegaconf import DictConfig
+
 
 class RunLogger:
     def log(self, row: dict[str, Any]) -> None: ...
     def resume(self, history: list[dict[str, Any]]) -> None: ...
     def finish(self, record: dict[str, Any]) -> None: ...
+
+
+class Loggers(RunLogger):
+    """Several loggers as one: each row and the final record go to every one of them, in order."""
+
+    def __init__(self, loggers: list[RunLogger]):
+        self.loggers = loggers
+
+    def log(self, row: dict[str, Any]) -> None:
+        for logger in self.loggers:
+            logger.log(row)
+
+    def resume(self, history: list[dict[str, Any]]) -> None:
+        for logger in self.loggers:
+            logger.resume(history)
+
+    def finish(self, record: dict[str, Any]) -> None:
+        for logger in self.loggers:
+            logger.finish(record)
 
 
 class CSVLogger(RunLogger):
@@ -39,42 +66,24 @@ class CSVLogger(RunLogger):
         for row in history:
             self.log(row)
 
-    def finish(self, record: dict[str, Any]) -> None:
-        pass
+
+def make_logger(cfg: DictConfig, run_dir: Path, config: dict[str, Any], run_name: str, *, epochs: int,
+                metric_name: str, console: bool) -> RunLogger:
+    """The run's loggers: the epoch line, then ``metrics.csv`` and wandb as ``cfg.logger`` asks."""
+    from step.engine.epoch_log import EpochLine
+
+    loggers: list[RunLogger] = [EpochLine(epochs, metric_name, console=console)]
+    if cfg.logger.get("csv", True):
+        loggers.append(CSVLogger(run_dir))
+    if cfg.logger.get("wandb", False):
+        from step.engine.wandb_logger import WandbLogger
+
+        loggers.append(WandbLogger(cfg.logger, run_dir, config, run_name))
+    return Loggers(loggers)
 
 
-class WandbLogger(RunLogger):
-    """Logs config, per-epoch curves, the energy table and the final record to Weights & Biases."""
-
-    def __init__(self, run_dir: Path, project: str, mode: str, config: dict[str, Any], name: str):
-        import wandb  # lazy: heavy import, only when asked for
-
-        self.wandb = wandb
-        self.run = wandb.init(
-            project=project, mode=os.environ.get("WANDB_MODE", mode), dir=str(run_dir),
-            config=config, name=name, reinit=True,
-        )
-
-    def log(self, row: dict[str, Any]) -> None:
-        self.run.log(row)
-
-    def finish(self, record: dict[str, Any]) -> None:
-        layers = (record.get("energy") or {}).get("per_layer")
-        if layers:
-            cols = list(layers[0])
-            cell = lambda v: v if isinstance(v, (int, float, str, bool)) or v is None else str(v)  # noqa: E731
-            rows = [[cell(r.get(c)) for c in cols] for r in layers]
-            self.run.log({"energy_per_layer": self.wandb.Table(columns=cols, data=rows)})
-        # the final record: its leaderboard row (metric, energy, params, status, ...) and the metrics
-        self.run.summary.update({k: v for k, v in record.get("leaderboard_row", {}).items() if v not in (None, "")})
-        self.run.summary.update({f"test_{k}": v for k, v in record.get("metrics", {}).items()})
-        self.run.summary["record_path"] = record.get("record_path")
-        self.run.finish()
-
-
-def make_logger(name: str, run_dir: Path, project: str, mode: str, config: dict[str, Any], run_name: str) -> RunLogger:
-    if name == "csv":
-        return CSVLogger(run_dir)
-    if name == "wandb":
-        return WandbLogger(run_dir, project, mode, config, run_name)
-    return RunLogger()
+def env_or(value: Any, variable: str, default: Any = None) -> Any:
+    """A config value when set, else the environment variable, else ``default``."""
+    if value not in (None, ""):
+        return value
+    return os.environ.get(variable) or default

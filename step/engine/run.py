@@ -34,6 +34,7 @@ from step.config.validate import validate_config
 from step.engine import builders, checkpoint, distributed
 from step.engine.allocator import configure_cpu_allocator, current as current_allocator
 from step.engine.commit import RunFiles
+from step.engine.epoch_log import bar_shown
 from step.engine.loggers import RunLogger, make_logger
 from step.engine.loop import evaluate, train_one_epoch
 from step.engine.precision import autocast_factory, check_precision, make_scaler, maybe_compile, set_neuron_compilation
@@ -177,8 +178,9 @@ def _run(cfg: DictConfig, info: distributed.DistInfo, device: torch.device) -> d
 
         try:
             with graceful_stop():
-                files.logger = make_logger(cfg.logger.name, run_dir, cfg.logger.project, cfg.logger.mode, resolved,
-                                           record["run_id"]) if info.is_main else RunLogger()
+                files.logger = make_logger(cfg, run_dir, resolved, record["run_id"], epochs=scheduler.epochs,
+                                           metric_name=task.metric_name, console=not bar_shown(t.progress),
+                                           ) if info.is_main else RunLogger()
                 if state is not None:
                     files.logger.resume(record["history"])
                 for epoch in range(record["epochs_done"], scheduler.epochs):  # trainer.epochs + sched.cooldown_epochs
