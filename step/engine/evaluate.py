@@ -47,6 +47,27 @@ def checkpoint_config(ckpt: dict[str, Any], T: int | None = None) -> DictConfig:
     return cfg
 
 
+def rebuild(path: str | Path, *, T: int | None = None, energy: bool | None = None, device: str | None = None):
+    """The model a checkpoint's own config describes, with its weights loaded, and what feeds it.
+
+    Returns ``(cfg, bundle, model, encoder)``: the config (at ``T`` when given; energy counting on when
+    ``energy``, as the run had it when None), the data bundle, the model on the config's device (or
+    ``device``) and the input encoder. One clear :class:`CheckpointError` when the weights do not fit.
+    """
+    ckpt = load_checkpoint(path)
+    cfg = checkpoint_config(ckpt, T)
+    cfg.energy.enabled = bool(cfg.energy.get("enabled", False) if energy is None else energy)
+    seed_everything(cfg.seed)
+    where = resolve_device(device or cfg.trainer.device)
+    bundle = builders.build_data(cfg)
+    model = builders.build_model(cfg, bundle).to(where)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as err:
+        raise CheckpointError(f"checkpoint {path} does not fit the model its config builds: {err}") from None
+    return cfg, bundle, model, builders.build_encoder(cfg).to(where)
+
+
 def measure(path: str | Path, *, energy: bool | None = None, T: int | None = None) -> dict[str, Any]:
     """Rebuild the model a checkpoint's own config describes (any model, attention, neuron, encoder),
     load its weights and evaluate it on that config's test split, counting energy when ``energy`` (None:
@@ -55,18 +76,8 @@ def measure(path: str | Path, *, energy: bool | None = None, T: int | None = Non
     Returns ``cfg``, ``result`` (:class:`~step.engine.loop.EpochResult`), ``energy`` (the record's
     energy block, empty without counting) and ``columns`` (the leaderboard's energy columns).
     """
-    ckpt = load_checkpoint(path)
-    cfg = checkpoint_config(ckpt, T)
-    cfg.energy.enabled = bool(cfg.energy.get("enabled", False) if energy is None else energy)
-    seed_everything(cfg.seed)
-    device = resolve_device(cfg.trainer.device)
-    bundle = builders.build_data(cfg)
-    model = builders.build_model(cfg, bundle).to(device)
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as err:
-        raise CheckpointError(f"checkpoint {path} does not fit the model its config builds: {err}") from None
-    encoder = builders.build_encoder(cfg).to(device)
+    cfg, bundle, model, encoder = rebuild(path, T=T, energy=energy)
+    device = next(model.parameters()).device
     task = builders.build_task(cfg)
     _, test_loader = builders.build_loaders(cfg, bundle, torch.Generator().manual_seed(cfg.seed))
     metrics = task.make_metrics(bundle.num_classes).to(device)

@@ -61,21 +61,11 @@ def checkpoint_of(run: str | Path) -> Path:
 
 def load_run(run: str | Path, device: str = "cpu") -> LoadedRun:
     """Rebuild the model of a run from its checkpoint's config and load its weights (eval mode)."""
-    from omegaconf import OmegaConf
-
-    from step.engine import builders
-    from step.engine.evaluate import load_checkpoint
+    from step.engine.evaluate import rebuild
 
     path = checkpoint_of(run)
-    ckpt = load_checkpoint(path)
-    cfg = OmegaConf.create(ckpt["config"])
-    bundle = builders.build_data(cfg)
-    model = builders.build_model(cfg, bundle)
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as err:
-        raise CheckpointError(f"checkpoint {path} does not fit the model its config builds: {err}") from None
-    return LoadedRun(path, cfg, model.to(device).eval(), builders.build_encoder(cfg).to(device), bundle)
+    cfg, bundle, model, encoder = rebuild(path, device=device)
+    return LoadedRun(path, cfg, model.eval(), encoder, bundle)
 
 
 def neuron_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
