@@ -87,3 +87,21 @@ def test_step_eval_evaluates_at_another_T(rate_run, capsys):
     with pytest.raises(SystemExit) as stop:
         eval_main([ckpt, "model.dim=8"])
     assert stop.value.code == 2 and "T=N" in capsys.readouterr().err
+
+
+def test_a_checkpoint_whose_config_this_version_cannot_build_names_the_commit_that_wrote_it(rate_run, tmp_path, capsys):
+    import torch
+
+    from step.engine import checkpoint
+
+    folder = tmp_path / "old-run"
+    folder.mkdir()
+    blob = checkpoint.read(Path(rate_run["checkpoint"]))
+    blob["config"]["task"]["label_smoothing"] = 0.1  # where an older STEP kept it (issue 20 moved it to dataset)
+    torch.save(blob, folder / "model.pt")
+    (folder / "record.json").write_text(json.dumps({"git_commit": "0123abc"}))
+    with pytest.raises(SystemExit) as stop:
+        eval_main([str(folder / "model.pt")])
+    err = capsys.readouterr().err
+    assert stop.value.code != 0 and "label_smoothing" in err and "commit 0123abc" in err
+    assert len(err.strip().splitlines()) == 1

@@ -59,13 +59,30 @@ def rebuild(path: str | Path, *, T: int | None = None, energy: bool | None = Non
     cfg.energy.enabled = bool(cfg.energy.get("enabled", False) if energy is None else energy)
     seed_everything(cfg.seed)
     where = resolve_device(device or cfg.trainer.device)
-    bundle = builders.build_data(cfg)
-    model = builders.build_model(cfg, bundle).to(where)
+    try:
+        bundle = builders.build_data(cfg)
+        model = builders.build_model(cfg, bundle).to(where)
+    except ConfigError as err:  # a config key this version no longer reads (the checkpoint is older)
+        raise CheckpointError(f"checkpoint {path} holds a config this STEP cannot build ({err}); it was written "
+                              f"by {_writer(path)}: evaluate it with that version (git worktree add <dir> <commit>)."
+                              ) from None
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as err:
         raise CheckpointError(f"checkpoint {path} does not fit the model its config builds: {err}") from None
     return cfg, bundle, model, builders.build_encoder(cfg).to(where)
+
+
+def _writer(path: str | Path) -> str:
+    """The commit that wrote a checkpoint, from the record beside it when there is one."""
+    import json
+
+    record = Path(path).parent / "record.json"
+    try:
+        commit = json.loads(record.read_text()).get("git_commit")
+    except (OSError, ValueError, AttributeError):
+        commit = None
+    return f"commit {commit}" if commit else "an older STEP (no record.json beside it names the commit)"
 
 
 def measure(path: str | Path, *, energy: bool | None = None, T: int | None = None) -> dict[str, Any]:
