@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from step.attention.factory import AttentionFactory
+from step.errors import ConfigError
 from step.neurons.factory import NeuronFactory
 
 
@@ -38,3 +39,12 @@ def init_linear_trunc_normal(module: nn.Module) -> None:
         nn.init.trunc_normal_(module.weight, std=0.02)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
+
+
+def released_attention(model: str, switch: str, attention: AttentionFactory, needed: str, param: str) -> AttentionFactory:
+    """The attention a ``model.<switch>=true`` (a released code's quirk, reproduced on request) builds:
+    ``needed`` with ``param=True`` added, or one :class:`ConfigError` when another attention is selected."""
+    if attention.name != needed:
+        raise ConfigError(f"{model}: {switch} reproduces the released {needed} code, but the attention is "
+                          f"'{attention.name}'; use attention={needed} or model.{switch}=false.")
+    return AttentionFactory(needed, **{**attention.params, param: True})

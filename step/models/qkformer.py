@@ -37,9 +37,8 @@ import torch
 from torch import nn
 
 from step.attention.factory import AttentionFactory
-from step.errors import ConfigError
 from step.layers.fold import SeqModule
-from step.models.common import PerTimestepLogits, init_linear_trunc_normal, resolve_components
+from step.models.common import PerTimestepLogits, init_linear_trunc_normal, released_attention, resolve_components
 from step.models.spikformer import SpikformerBlock
 from step.neurons.factory import NeuronFactory
 from step.registry import MODELS
@@ -134,12 +133,8 @@ class QKFormer(PerTimestepLogits, nn.Module):
         if attention is None:
             attention = AttentionFactory("ssa", qkv_bias=False)
         self.released_stage3_lif = bool(released_stage3_lif)
-        if self.released_stage3_lif:
-            if attention.name != "ssa":
-                raise ConfigError(f"qkformer: released_stage3_lif reproduces the released stage-3 SSA, but the "
-                                  f"stage-3 attention is '{attention.name}'; use attention=ssa or "
-                                  "model.released_stage3_lif=false.")
-            attention = AttentionFactory("ssa", **{**attention.params, "proj_lif_over_batch": True})
+        if self.released_stage3_lif:  # the stage-3 SSA of the released code
+            attention = released_attention("qkformer", "released_stage3_lif", attention, "ssa", "proj_lif_over_batch")
         neuron, attention = resolve_components(neuron, attention)
         divisor = 16 if layout == "dvs" else 8  # the stem's narrowest conv is dim / divisor wide
         if dim % divisor:

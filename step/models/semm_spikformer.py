@@ -21,8 +21,8 @@ from torch import nn
 
 from step.attention.factory import AttentionFactory
 from step.attention.semm import ExpertsMixtureMLP
-from step.errors import ConfigError
 from step.layers.shortcut import closing_neuron
+from step.models.common import released_attention
 from step.models.spikformer import Spikformer
 from step.neurons.factory import NeuronFactory
 from step.registry import MODELS
@@ -60,12 +60,9 @@ class SemmSpikformer(Spikformer):
                  released_router_reshape: bool = False):
         attention = attention or self.default_attention()
         self.released_router_reshape = bool(released_router_reshape)
-        if self.released_router_reshape:
-            if attention.name != "semm":
-                raise ConfigError(f"semm-spikformer: released_router_reshape reproduces STEP's SEMM router, but the "
-                                  f"attention is '{attention.name}'; use attention=semm or "
-                                  "model.released_router_reshape=false.")
-            attention = AttentionFactory("semm", **{**attention.params, "released_router_reshape": True})
+        if self.released_router_reshape:  # STEP's SEMM router
+            attention = released_attention("semm-spikformer", "released_router_reshape", attention, "semm",
+                                           "released_router_reshape")
         super().__init__(num_classes=num_classes, img_size=img_size, in_chans=in_chans, depth=depth, dim=dim,
                          heads=heads, mlp_ratio=mlp_ratio, patch_size=patch_size, neuron=neuron, attention=attention,
                          modality=modality, embed_stages=embed_stages)
