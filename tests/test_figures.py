@@ -151,11 +151,14 @@ def test_firing_rates_honour_by(shipped, tmp_path):
     bars = one.axes[0].patches
     ticks = [t.get_text() for t in one.axes[0].get_yticklabels()]
     assert len(bars) >= with_rate["attention"].nunique() > 1  # one bar per setting, never one for all runs
-    sdsa3 = with_rate[(with_rate["attention"] == "sdsa3") & (with_rate["dataset"] == "digits")]
-    (i,) = [k for k, t in enumerate(ticks) if t == "digits: sdsa3"]  # classification: no task, one config
-    assert bars[i].get_width() == pytest.approx(sdsa3["firing_rate"].mean())
+    # a setting of one config on one classification dataset: its tick is "dataset: attention"
+    single = with_rate[with_rate["task"] == "classification"].groupby(["dataset", "attention"])["config_hash"].nunique()
+    dataset, attention = single[single == 1].index[0]
+    part = with_rate[(with_rate["attention"] == attention) & (with_rate["dataset"] == dataset)]
+    (i,) = [k for k, t in enumerate(ticks) if t == f"{dataset}: {attention}"]
+    assert bars[i].get_width() == pytest.approx(part["firing_rate"].mean())
     texts = [t.get_text() for t in one.axes[0].texts]
-    assert f"n={len(sdsa3)}" in texts[i]
+    assert f"n={len(part)}" in texts[i]
     _files_ok(style.save(one, tmp_path / "firing_rate_per_setting"))
 
 

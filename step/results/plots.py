@@ -17,6 +17,7 @@ it; :func:`step.results.style.save` writes it as PNG, SVG and PDF.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -47,6 +48,13 @@ def label(row: pd.Series, keys: Sequence[str], wrap: bool = False) -> str:
     parts = [f"T={row[k]}" if k == "T" else str(row[k]) for k in keys if k in row and str(row[k]) not in ("", "nan")]
     text = "/".join(parts)
     return text.replace("[", "\n[", 1) if wrap else text
+
+
+def front_labels(rows: pd.DataFrame, keys: Sequence[str]) -> list[str]:
+    """Labels of a panel's Pareto points: only the keys that differ between those points, a model's
+    override list (``[depth=1,...]``, the same for every point of a CPU suite) left out."""
+    shown = [k for k in keys if k in rows and rows[k].astype(str).nunique() > 1] or list(keys[:1])
+    return [re.sub(r"\[[^\]]*\]", "", label(r, shown)) for _, r in rows.iterrows()]
 
 
 def varying(agg: pd.DataFrame, by: Sequence[str]) -> list[str]:
@@ -212,7 +220,7 @@ def accuracy_vs_energy(agg: pd.DataFrame, by: Sequence[str], reference: pd.DataF
             ax.set_xlabel(energy_axis_label(convention))
             _pad_log(ax, np.concatenate([x, paper["energy_mj"].to_numpy(float) * UJ_PER_MJ if len(paper) else []]))
             if len(ours):
-                texts = [label(r, label_keys, wrap=True) for _, r in ours[front].iterrows()]
+                texts = front_labels(ours[front], label_keys)
                 jobs.append((ax, list(zip(x[front], y[front])), texts, list(zip(x[~front], y[~front]))))
         handles = _energy_legend(plt, data, colours, mkey, marks, ref)
         fig.legend(handles=handles, loc="outside right upper", frameon=False)
