@@ -19,6 +19,8 @@ $(STAMP): requirements.lock.txt pyproject.toml
 	# ONE resolver run: torch and torchvision are pinned beside everything else, so nothing swaps them.
 	$(PY) -m pip install -q -r requirements.lock.txt
 	$(PY) -m pip install -q --no-deps -e .
+	# NeuroBench for the energy parity tests: --no-deps, since its pins would swap torch (it needs none of them to count).
+	$(PY) -m pip install -q --no-deps neurobench==2.3.0 snntorch==1.0.0
 	@rm -f $(VENV)/.installed-*; touch $@
 
 install: $(STAMP) ## create .venv and install the pinned dependencies and the package (editable)
