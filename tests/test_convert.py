@@ -69,10 +69,8 @@ def same_outputs(converted, direct, x):
 
 # --- Spikformer -----------------------------------------------------------------------------------
 
-def spikformer_released(C, L, K, in_ch, layout):
-    """cifar10/model.py (Linear + BN1d), imagenet/model.py (q/k/v Conv1d without bias, proj Conv1d,
-    MLP Conv2d + BN2d) or cifar10dvs/model.py (MLP Conv1d; also pos_embed and a final norm)."""
-    r = Released(1)
+def released_sps(r, C, in_ch):
+    """The 4-conv spiking patch splitting both Spikformer and SDT release (proj_conv..proj_conv3, rpe_conv)."""
     widths = [in_ch, C // 8, C // 4, C // 2, C]
     for s in range(4):
         tag = "" if s == 0 else str(s)
@@ -80,6 +78,13 @@ def spikformer_released(C, L, K, in_ch, layout):
         r.bn(f"patch_embed.proj_bn{tag}", widths[s + 1])
     r.conv("patch_embed.rpe_conv", (C, C, 3, 3))
     r.bn("patch_embed.rpe_bn", C)
+
+
+def spikformer_released(C, L, K, in_ch, layout):
+    """cifar10/model.py (Linear + BN1d), imagenet/model.py (q/k/v Conv1d without bias, proj Conv1d,
+    MLP Conv2d + BN2d) or cifar10dvs/model.py (MLP Conv1d; also pos_embed and a final norm)."""
+    r = Released(1)
+    released_sps(r, C, in_ch)
     for i in range(L):
         r.ln(f"block.{i}.norm1", C)
         r.ln(f"block.{i}.norm2", C)
@@ -149,13 +154,7 @@ def sdt_released(C, L, K, in_ch, heads):
     """module/sps.py MS_SPS, module/ms_conv.py MS_SSA_Conv / MS_MLP_Conv (Conv2d 1x1 + BN2d), with the
     never-called talking_heads Conv1d(h, h) in every block."""
     r = Released(2)
-    widths = [in_ch, C // 8, C // 4, C // 2, C]
-    for s in range(4):
-        tag = "" if s == 0 else str(s)
-        r.conv(f"patch_embed.proj_conv{tag}", (widths[s + 1], widths[s], 3, 3))
-        r.bn(f"patch_embed.proj_bn{tag}", widths[s + 1])
-    r.conv("patch_embed.rpe_conv", (C, C, 3, 3))
-    r.bn("patch_embed.rpe_bn", C)
+    released_sps(r, C, in_ch)
     for i in range(L):
         for g in ("q", "k", "v", "proj"):
             r.conv(f"block.{i}.attn.{g}_conv", (C, C, 1, 1), bias=g == "proj")
