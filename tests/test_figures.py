@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import torch
 
-from step.results import plots, style
+from step.results import plots, rate_plots, style
 from step.results.aggregate import aggregate, read_rows, select
 from step.results.board import build_board, separate_metrics
 
@@ -147,7 +147,7 @@ def test_accuracy_vs_T_draws_the_timesteps_suite(shipped, tmp_path):
 def test_firing_rates_honour_by(shipped, tmp_path):
     rows, _, _ = shipped
     with_rate = rows.dropna(subset=["firing_rate"])
-    one = plots.firing_rates(rows, ["attention"])
+    one = rate_plots.firing_rates(rows, ["attention"])
     bars = one.axes[0].patches
     ticks = [t.get_text() for t in one.axes[0].get_yticklabels()]
     assert len(bars) >= with_rate["attention"].nunique() > 1  # one bar per setting, never one for all runs
@@ -198,7 +198,7 @@ def test_per_layer_firing_rates_come_from_the_records(tiny_run, tmp_path):
 
     root, record = tiny_run
     rows = read_rows([str(root / "results" / "leaderboard.csv")])
-    fig = plots.layer_firing_rates(rows, ["model"], root / "outputs")
+    fig = rate_plots.layer_firing_rates(rows, ["model"], root / "outputs")
     ax = fig.axes[0]
     saved = json.loads(Path(record["record_path"] if "record_path" in record else
                             root / "outputs" / rows["record_path"].iloc[0]).read_text())

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from step.results import plots, style
+from step.results import plots, rate_plots, style
 from step.results.aggregate import DEFAULT_BY, aggregate, config_label, group_rows, read_rows, select
 from step.results.render import VS_BEST, display_table, mean_std, to_html, to_markdown
 from step.results.significance import ALPHA, TEST, against_best
@@ -105,8 +105,8 @@ def write_figures(rows: pd.DataFrame, agg: pd.DataFrame, by: Sequence[str], fold
     made = {
         "accuracy_vs_energy": plots.accuracy_vs_energy(agg, by, reference=ref, convention=convention),
         "accuracy_vs_T": plots.accuracy_vs_T(rows, by),
-        "firing_rate_per_setting": plots.firing_rates(rows, by),
-        "firing_rate_per_layer": (plots.layer_firing_rates(rows, by, records_root)
+        "firing_rate_per_setting": rate_plots.firing_rates(rows, by),
+        "firing_rate_per_layer": (rate_plots.layer_firing_rates(rows, by, records_root)
                                   if records_root is not None else None),
     }
     return [style.save(fig, folder / name) for name, fig in made.items() if fig is not None]
