@@ -168,17 +168,22 @@ def _surrogate(x, c1, c2, c3, SURR: tl.constexpr, RECIP: tl.constexpr, EXACT_EXP
     return sg
 
 
-@triton.jit(do_not_specialize=["N"])  # N = 1 would become a constant (no .to() on it)
-def _lif_forward_kernel(x_ptr, k_ptr, s_ptr, v_ptr, N, tau, inv_tau, th, r, max_spike,
-                        T: tl.constexpr, CHARGE: tl.constexpr, SOFT: tl.constexpr, INTEGER: tl.constexpr,
-                        RECIP: tl.constexpr, SHIFT: tl.constexpr, OUT: tl.constexpr, BLOCK: tl.constexpr):
+@triton.jit
+def _block(k_ptr, N, CHARGE: tl.constexpr, BLOCK: tl.constexpr):
+    """This program's element offsets and mask, the stride of one time step, and PLIF's decay k."""
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < N
-    step = N.to(tl.int64)
     if CHARGE >= 3:
         k = tl.load(k_ptr).to(tl.float32)
     else:
         k = 0.0
+    return offs, offs < N, N.to(tl.int64), k
+
+
+@triton.jit(do_not_specialize=["N"])  # N = 1 would become a constant (no .to() on it)
+def _lif_forward_kernel(x_ptr, k_ptr, s_ptr, v_ptr, N, tau, inv_tau, th, r, max_spike,
+                        T: tl.constexpr, CHARGE: tl.constexpr, SOFT: tl.constexpr, INTEGER: tl.constexpr,
+                        RECIP: tl.constexpr, SHIFT: tl.constexpr, OUT: tl.constexpr, BLOCK: tl.constexpr):
+    offs, mask, step, k = _block(k_ptr, N, CHARGE, BLOCK)
     v = tl.full([BLOCK], 0.0, tl.float32) + r  # V[-1] = V_r (0 for a soft reset)
     for t in tl.static_range(T):
         x = tl.load(x_ptr + t * step + offs, mask=mask, other=0.0).to(tl.float32)
@@ -196,13 +201,7 @@ def _lif_backward_kernel(x_ptr, k_ptr, gs_ptr, gv_ptr, gx_ptr, acc_ptr, N, tau, 
                          RECIP: tl.constexpr, SHIFT: tl.constexpr, DETACH: tl.constexpr, SURR: tl.constexpr,
                          HAS_GS: tl.constexpr, HAS_GV: tl.constexpr, EXACT_EXP: tl.constexpr, OUT: tl.constexpr,
                          BLOCK: tl.constexpr):
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < N
-    step = N.to(tl.int64)
-    if CHARGE >= 3:
-        k = tl.load(k_ptr).to(tl.float32)
-    else:
-        k = 0.0
+    offs, mask, step, k = _block(k_ptr, N, CHARGE, BLOCK)
     # the forward recurrence again, keeping H[t] (and, for PLIF, X[t] and V[t-1]) in registers
     hs = ()
     xs = ()
