@@ -43,8 +43,8 @@ bench-gpu: install ## GPU benchmark, < 5 min on one GPU: neuron, training step, 
 bench: install ## timed benchmarks (ours vs peers, same process, medians and ratios) -> results/bench.csv; exits 1 on REGRESSION
 	WANDB_MODE=disabled $(PY) tests/benchmarks/run_all.py $(BENCH_ARGS)
 
-mutate: install ## mutation score per core module (mutmut) -> results/mutation.csv; one module: make mutate MODULE=attention (not in make test: minutes to hours)
-	WANDB_MODE=disabled $(PY) tests/mutation/mutate.py $(if $(MODULE),--module $(MODULE),)
+mutate: install ## mutation score per core module (mutmut) -> results/mutation.csv; one module: make mutate MODULE=sdsa; re-test its survivors after new tests: AGAIN=1 (not in make test: minutes to hours)
+	WANDB_MODE=disabled $(PY) tests/mutation/mutate.py $(if $(MODULE),--module $(MODULE),) $(if $(AGAIN),--again,)
 
 clean: ## remove outputs of runs, the user board included (keeps results/ and the venv)
 	rm -rf outputs multirun

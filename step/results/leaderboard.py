@@ -173,9 +173,12 @@ def format_row(row: Mapping[str, Any], newline: str = "\n") -> str:
     full = {c: row.get(c, "") for c in COLUMNS}
     full["schema_version"] = SCHEMA_VERSION
     buf = io.StringIO()
-    csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator=newline).writerow(
+    # Written with a CRLF terminator whatever ``newline`` is: csv quotes a field holding any character of
+    # the terminator, and with "\n" alone a bare "\r" inside a field (an error message) went out unquoted
+    # and split the row in two for every reader.
+    csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\r\n").writerow(
         {k: ("" if v is None else v) for k, v in full.items()})
-    return buf.getvalue()
+    return buf.getvalue()[:-2] + newline
 
 
 def _write_whole(path: Path, offset: int, data: bytes) -> None:

@@ -32,27 +32,47 @@ HERE = Path(__file__).resolve().parent
 CSV_COLUMNS = ["module", "mutants", "killed", "survived", "equivalent", "score", "seconds", "commit", "date"]
 MUTMUT = "mutmut==3.8.1"
 
+ENERGY_TESTS = ["tests/test_energy_meter.py", "tests/test_energy_reduce.py", "tests/test_energy_vectors.py",
+                "tests/test_energy_exact.py", "tests/test_energy_cli.py", "tests/test_knob_effects_energy.py"]
+ENGINE_TESTS = ["tests/test_runner.py", "tests/test_resume.py", "tests/test_failures.py", "tests/test_precision.py",
+                "tests/test_claims.py", "tests/test_knob_effects_trainer.py", "tests/test_knob_effects_optim.py",
+                "tests/test_knob_effects_sched.py", "tests/test_knob_effects_dataset.py",
+                "tests/test_knob_effects_task.py"]
 #: module -> (source files mutated, test files run against each mutant)
 MODULES: dict[str, tuple[list[str], list[str]]] = {
+    # attention
     "ssa": (["step/attention/ssa.py"], ["tests/test_attention_ssa.py", "tests/test_spikformer.py"]),
-    "attention": (["step/attention/*.py"],
-                  ["tests/test_attention_ssa.py", "tests/test_attention_sdsa.py", "tests/test_attention_qk_semm_bipolar.py",
-                   "tests/test_spikformer.py", "tests/test_models_qkformer_semm_twins.py"]),
-    "neurons": (["step/neurons/*.py", "step/neurons/backends/*.py", "step/native/__init__.py"],
-                ["tests/test_neurons.py", "tests/test_native_lif.py", "tests/test_backends.py", "tests/test_fast_twins.py",
-                 "tests/test_knob_reach.py", "tests/test_energy_reduce.py"]),
-    "energy": (["step/energy/*.py"],
-               ["tests/test_energy_meter.py", "tests/test_energy_reduce.py", "tests/test_energy_vectors.py",
-                "tests/test_energy_cli.py", "tests/test_knob_effects_energy.py"]),
-    "engine": (["step/engine/loop.py", "step/engine/run.py", "step/engine/builders.py", "step/engine/checkpoint.py"],
-               ["tests/test_runner.py", "tests/test_resume.py", "tests/test_failures.py", "tests/test_precision.py",
-                "tests/test_claims.py", "tests/test_knob_effects_trainer.py", "tests/test_knob_effects_optim.py",
-                "tests/test_knob_effects_sched.py", "tests/test_knob_effects_dataset.py", "tests/test_knob_effects_task.py"]),
+    "sdsa": (["step/attention/sdsa.py"],
+             ["tests/test_attention_sdsa.py", "tests/test_models_sdt.py", "tests/test_ablation_contract.py"]),
+    "qk-bipolar-semm": (["step/attention/qk.py", "step/attention/bipolar.py", "step/attention/semm.py"],
+                        ["tests/test_attention_qk_semm_bipolar.py", "tests/test_models_qkformer_semm_twins.py",
+                         "tests/test_ablation_contract.py"]),
+    # neurons and kernels
+    "lif": (["step/neurons/lif.py", "step/neurons/base.py"],
+            ["tests/test_neurons.py", "tests/test_native_lif.py", "tests/test_lif_op.py", "tests/test_fast_twins.py"]),
+    "kernels": (["step/neurons/kernels.py", "step/neurons/lif_op.py"],
+                ["tests/test_lif_op.py", "tests/test_native_lif.py", "tests/test_neurons.py", "tests/test_fast_twins.py"]),
+    # energy counters and report
+    "energy-counters": (["step/energy/counters.py"], ENERGY_TESTS),
+    "energy-report": (["step/energy/report.py"], ENERGY_TESTS),
+    # engine
+    "checkpoint": (["step/engine/checkpoint.py"],
+                   ["tests/test_resume.py", "tests/test_safe_loading.py", "tests/test_checkpoint_tools.py",
+                    "tests/test_commit_order.py", "tests/test_failures.py"]),
+    "loop": (["step/engine/loop.py"], ENGINE_TESTS),
+    "run": (["step/engine/run.py"], ENGINE_TESTS),
+    "builders": (["step/engine/builders.py"], ENGINE_TESTS),
+    # results
     "results": (["step/results/leaderboard.py", "step/results/schema.py"],
-                ["tests/test_leaderboard_lock.py", "tests/test_runner.py", "tests/test_board.py"]),
+                ["tests/test_leaderboard_lock.py", "tests/test_leaderboard_messages.py", "tests/test_board.py",
+                 "tests/test_board_file.py", "tests/test_commit_order.py"]),
 }
-#: what ``make mutate`` without MODULE runs (``ssa`` is inside ``attention``)
-CORE = ["attention", "neurons", "energy", "engine", "results"]
+#: what ``make mutate`` without MODULE runs, the core modules of issue 21, smallest test cost first
+CORE = ["results", "energy-report", "checkpoint", "ssa", "sdsa", "qk-bipolar-semm", "lif", "kernels",
+        "energy-counters", "loop", "builders", "run"]
+#: what a test may read besides the code: configs, docs it checks claims against, the shipped boards
+FOLDERS = ("step", "tests", "conf", "experiments", "hydra_plugins", "docs", "results")
+FILES = ["README.md", "Makefile"]
 DETECTED = {"killed", "timeout", "segfault", "caught by type check"}
 
 
@@ -81,8 +101,11 @@ def workspace(module: str) -> Path:
         shutil.rmtree(ws)
     ws.mkdir(parents=True)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "benchmarks", "mutation")
-    for folder in ("step", "tests", "conf", "experiments", "hydra_plugins"):
+    for folder in FOLDERS:
         shutil.copytree(ROOT / folder, ws / folder, ignore=ignore)
+    for name in FILES:
+        shutil.copy2(ROOT / name, ws / name)
+    shutil.copy2(HERE / "fastest_first.py", ws / "conftest.py")
     quoted = lambda items: ", ".join(f'"{i}"' for i in items)  # noqa: E731
     config = (ROOT / "pyproject.toml").read_text() + f"""
 [tool.mutmut]
@@ -90,7 +113,7 @@ source_paths = ["step/"]
 only_mutate = [{quoted(sources)}]
 pytest_add_cli_args_test_selection = [{quoted(tests)}]
 pytest_add_cli_args = ["-p", "no:cacheprovider"]
-also_copy = ["conf/", "experiments/", "hydra_plugins/"]
+also_copy = [{quoted([f + "/" for f in FOLDERS if f not in ("step", "tests")] + FILES + ["conftest.py"])}]
 process_isolation = "forkserver"
 """
     (ws / "pyproject.toml").write_text(config)
@@ -128,15 +151,33 @@ def write_row(row: dict[str, object], path: Path) -> None:
         writer.writerows(rows)
 
 
-def mutate(module: str, jobs: int, out_csv: Path) -> dict[str, object]:
+def _undetected(exe: Path, ws: Path, env: dict[str, str]) -> list[str]:
+    return sorted(n for n, s in statuses(exe, ws, env).items() if s not in DETECTED)
+
+
+def mutate(module: str, jobs: int, out_csv: Path, again: bool = False) -> dict[str, object]:
+    """Mutate ``module`` from scratch; with ``again``, re-test only the mutants that no test detected
+    in the last run of this workspace (after tests were added), with the current tests."""
     exe = ensure_mutmut()
-    ws = workspace(module)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the mutated copy, not the checkout
     env.update(WANDB_MODE="disabled", STEP_TEST_DATA=str(ROOT / "build" / "mutation" / "data"))
+    ws = ROOT / "build" / "mutation" / module
+    spent = ws / "seconds.txt"
+    if again and spent.exists():
+        names = _undetected(exe, ws, env)
+        for target in (ws / "tests", ws / "mutants" / "tests"):  # the tests as they are now; the code is unchanged
+            shutil.rmtree(target)
+            shutil.copytree(ROOT / "tests", target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc",
+                                                                                  "benchmarks", "mutation"))
+        command = [str(exe), "run", "--max-children", str(jobs), *names]
+        before = int(spent.read_text())
+    else:
+        ws = workspace(module)
+        names, command, before = None, [str(exe), "run", "--max-children", str(jobs)], 0
     started = time.time()
-    proc = subprocess.run([str(exe), "run", "--max-children", str(jobs)], cwd=ws, env=env,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    seconds = round(time.time() - started)
+    proc = subprocess.run(command, cwd=ws, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    seconds = before + round(time.time() - started)
+    spent.write_text(str(seconds))
     if proc.returncode != 0:
         raise SystemExit(f"mutate: mutmut run failed for {module} (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     found = statuses(exe, ws, env)
@@ -171,9 +212,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--jobs", type=int, default=int(os.environ.get("MUTATE_JOBS", "2")),
                         help="mutants tested in parallel (default 2, or $MUTATE_JOBS)")
     parser.add_argument("--csv", type=Path, default=ROOT / "results" / "mutation.csv")
+    parser.add_argument("--again", action="store_true",
+                        help="re-test only the mutants the last run left undetected, with the tests as they are now "
+                             "(after adding tests for survivors; the seconds column adds both runs)")
     args = parser.parse_args(argv)
     for module in args.module or CORE:
-        mutate(module, args.jobs, args.csv)
+        mutate(module, args.jobs, args.csv, again=args.again)
 
 
 if __name__ == "__main__":
