@@ -54,18 +54,18 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
                 ["tests/test_lif_op.py", "tests/test_native_lif.py", "tests/test_neurons.py", "tests/test_fast_twins.py"]),
     # energy counters and report
     "energy-counters": (["step/energy/counters.py"], ENERGY_TESTS),
-    "energy-report": (["step/energy/report.py"], ENERGY_TESTS),
+    "energy-report": (["step/energy/report.py"], ["tests/test_energy_table.py", *ENERGY_TESTS]),
     # engine
     "checkpoint": (["step/engine/checkpoint.py"],
-                   ["tests/test_resume.py", "tests/test_safe_loading.py", "tests/test_checkpoint_tools.py",
-                    "tests/test_commit_order.py", "tests/test_failures.py"]),
+                   ["tests/test_checkpoint_unit.py", "tests/test_safe_loading.py", "tests/test_resume.py",
+                    "tests/test_commit_order.py"]),
     "loop": (["step/engine/loop.py"], ENGINE_TESTS),
     "run": (["step/engine/run.py"], ENGINE_TESTS),
     "builders": (["step/engine/builders.py"], ENGINE_TESTS),
     # results
     "results": (["step/results/leaderboard.py", "step/results/schema.py"],
                 ["tests/test_leaderboard_lock.py", "tests/test_leaderboard_messages.py", "tests/test_board.py",
-                 "tests/test_board_file.py", "tests/test_commit_order.py"]),
+                 "tests/test_board_file.py"]),
 }
 #: what ``make mutate`` without MODULE runs, the core modules of issue 21, smallest test cost first
 CORE = ["results", "energy-report", "checkpoint", "ssa", "sdsa", "qk-bipolar-semm", "lif", "kernels",
