@@ -136,3 +136,101 @@ def test_a_board_that_cannot_be_read_names_the_error_and_the_fix(tmp_path, monke
         check_board(path)
     assert str(err.value) == (f"the leaderboard {path} cannot be read or repaired ({shown}); fix its permissions "
                               "or move it aside. Nothing was trained.")
+
+
+def test_the_partial_line_warning_is_flushed_at_once_and_the_scan_describes_the_repaired_file(tmp_path,
+                                                                                              monkeypatch):
+    """A warning held in a buffer is lost if the run is killed next; and what check_board returns is
+    the file after the repair."""
+    import io
+    import sys
+
+    path = tmp_path / "board.csv"
+    append_row(path, {"run_id": "r0", "status": "ok"})
+    whole = path.read_bytes()
+    path.write_bytes(whole + b"4,r1")
+    raw = io.BytesIO()
+    monkeypatch.setattr(sys, "stderr", io.TextIOWrapper(raw, encoding="utf-8", line_buffering=False,
+                                                        write_through=False))
+    found = check_board(path)
+    assert b"ended in a partial line (4 bytes, dropped): '4,r1'." in raw.getvalue()
+    assert (found.partial, found.size, found.complete, found.rows) == (b"", len(whole), len(whole), 1)
+
+
+def test_format_row_is_one_line_with_the_schema_version_and_refuses_unknown_keys(tmp_path):
+    line = lb.format_row({"run_id": "r0", "metric": 1.5, "error": None})
+    assert line.endswith("\n") and line.count("\n") == 1 and "\r" not in line
+    fields = line[:-1].split(",")
+    assert len(fields) == len(COLUMNS) and fields[0] == str(SCHEMA_VERSION)
+    assert fields[COLUMNS.index("metric")] == "1.5" and fields[COLUMNS.index("error")] == ""
+    assert lb.format_row({"run_id": "r0"}, "\r\n").endswith(",\r\n")
+    with pytest.raises(ValueError, match=r"keys outside the schema: \['accuracy', 'gpu'\]"):
+        lb.format_row({"run_id": "r0", "gpu": "x", "accuracy": 1})
+    with pytest.raises(ValueError, match="outside the schema"):
+        append_row(tmp_path / "board.csv", {"run_id": "r0", "accuracy": 1})
+    assert not (tmp_path / "board.csv").exists()  # refused before the file is made
+
+
+def test_a_new_board_is_readable_by_everyone_and_writable_by_its_owner_whatever_the_umask(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0)
+    try:
+        append_row(tmp_path / "board.csv", {"run_id": "r0", "status": "ok"})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "board.csv").stat().st_mode) == 0o644
+
+
+def test_the_first_row_makes_the_boards_folders(tmp_path):
+    path = tmp_path / "new" / "deeper" / "board.csv"
+    assert append_row(path, {"run_id": "r0", "status": "ok"}) is True
+    assert scan(path).run_ids == {"r0"}
+
+
+def test_several_rows_in_one_append_are_whole_lines_deduplicated_among_themselves(tmp_path):
+    path = tmp_path / "board.csv"
+    appended = lb.append_rows(path, [{"run_id": "a", "metric": 1}, {"run_id": "b", "metric": 2},
+                                     {"run_id": "a", "metric": 3}, {"status": "x"}, {"status": "y"}])
+    assert appended == 4  # the second "a" is a repeat; rows without a run_id cannot repeat one
+    data = path.read_bytes()
+    assert b"\r" not in data and data.count(b"\n") == 5  # header and rows end in the new file's "\n"
+    frame = lb.read_leaderboard(path)
+    assert list(frame["metric"].fillna(-1)) == [1, 2, -1, -1] and list(frame["status"].fillna("")) == ["", "", "x", "y"]
+
+
+def test_a_failed_append_names_the_error_and_the_command_that_adds_the_rows_later(tmp_path, monkeypatch):
+    import errno
+
+    path = tmp_path / "board.csv"
+    append_row(path, {"run_id": "r0", "status": "ok"})
+
+    def full(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(lb.os, "write", full)
+    with pytest.raises(lb.BoardWriteError) as err:
+        append_row(path, {"run_id": "r1", "status": "ok"})
+    assert str(err.value) == (
+        f"could not append to the leaderboard {path} (OSError: No space left on device); the file was left as it "
+        f"was. Free space or fix permissions, then add the missing rows with `step-board --rebuild --csv {path}`.")
+
+
+def test_a_damaged_header_is_reported_on_line_1_and_the_board_lock_waits_two_minutes(tmp_path):
+    path = tmp_path / "board.csv"
+    path.write_bytes(b"\xff" + ",".join(COLUMNS).encode() + b"\n")
+    with pytest.raises(BoardError, match=r"board\.csv, line 1: not UTF-8 text"):
+        scan(path)
+    held = lb.lock(path)
+    assert held.lock_file == f"{path}.lock" and held.timeout == 120  # a stuck writer stops a run, not forever
+
+
+def test_blank_lines_anywhere_are_skipped_as_pandas_skips_them(tmp_path):
+    path = tmp_path / "board.csv"
+    append_row(path, {"run_id": "r0", "status": "ok"})
+    header, row = path.read_bytes().split(b"\n", 1)
+    path.write_bytes(b"\n" + header + b"\n\r\n" + row)
+    found = scan(path)
+    assert (found.header, found.rows, found.run_ids, found.partial) == (COLUMNS, 1, {"r0"}, b"")
+    assert list(lb.read_leaderboard(path)["run_id"]) == ["r0"]
