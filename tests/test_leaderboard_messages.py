@@ -233,4 +233,33 @@ def test_blank_lines_anywhere_are_skipped_as_pandas_skips_them(tmp_path):
     path.write_bytes(b"\n" + header + b"\n\r\n" + row)
     found = scan(path)
     assert (found.header, found.rows, found.run_ids, found.partial) == (COLUMNS, 1, {"r0"}, b"")
+    assert found.size == found.complete == path.stat().st_size
     assert list(lb.read_leaderboard(path)["run_id"]) == ["r0"]
+
+
+@pytest.mark.parametrize("line", [b"   ", b"X", b"XX"])
+def test_a_line_of_spaces_or_stray_characters_is_a_damaged_row_not_a_blank_one(tmp_path, line):
+    path = tmp_path / "board.csv"
+    append_row(path, {"run_id": "r0", "status": "ok"})
+    path.write_bytes(path.read_bytes() + line + b"\n")
+    with pytest.raises(BoardError) as err:
+        scan(path)
+    assert str(err.value) == (
+        f"{path}, line 3: a row with 1 fields, the header has {len(COLUMNS)}; the file was edited or damaged. Fix "
+        "or delete that line (step-board --rebuild re-creates missing rows from the runs' record.json files), then "
+        "re-run. Nothing was trained or written.")
+
+
+def test_appends_keep_the_line_ends_of_an_lf_board(tmp_path):
+    path = tmp_path / "board.csv"
+    append_row(path, {"run_id": "r0", "status": "ok"})
+    append_row(path, {"run_id": "r1", "status": "ok"})
+    assert scan(path).newline == "\n" and b"\r" not in path.read_bytes() and scan(path).rows == 2
+
+
+def test_any_header_may_be_scanned_when_no_schema_is_asked_for(tmp_path):
+    """migrate and rebuild read boards of other schemas; one without a run_id column has rows, no ids."""
+    path = tmp_path / "old.csv"
+    path.write_text("metric,model\n1.0,a\n2.0,b\n")
+    found = scan(path, columns=None)
+    assert (found.header, found.rows, found.run_ids) == (["metric", "model"], 2, set())
