@@ -198,6 +198,7 @@ def test_several_rows_in_one_append_are_whole_lines_deduplicated_among_themselve
     assert b"\r" not in data and data.count(b"\n") == 5  # header and rows end in the new file's "\n"
     frame = lb.read_leaderboard(path)
     assert list(frame["metric"].fillna(-1)) == [1, 2, -1, -1] and list(frame["status"].fillna("")) == ["", "", "x", "y"]
+    assert list(frame["schema_version"]) == [SCHEMA_VERSION] * 4  # each line starts where the last ended
 
 
 def test_a_failed_append_names_the_error_and_the_command_that_adds_the_rows_later(tmp_path, monkeypatch):
