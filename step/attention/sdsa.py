@@ -213,13 +213,6 @@ class SDSA3(SpikeDrivenAttention):
         else:
             self.attn_lif = neuron(v_threshold=self.attn_threshold)
 
-    def neuron_overrides(self) -> dict[str, dict]:
-        """The attention neuron's deliberate settings (see :func:`step.neurons.declared_overrides`)."""
-        if not self.merge_scale:
-            return {"attn_lif": {"v_threshold": self.attn_threshold}}
-        values = {"v_threshold": self.threshold_scale * self.attn_threshold}
-        return {"attn_lif": {**values, "learnable_threshold": True}} if self.learnable else {"attn_lif": values}
-
     def neuron_overrides(self) -> dict:
         """The attention neuron's values set here on purpose (read by step.neurons.check_nodes)."""
         if not self.merge_scale:
