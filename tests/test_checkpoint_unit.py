@@ -338,3 +338,56 @@ def test_restore_names_the_file_when_the_model_does_not_fit(tmp_path):
                    path=tmp_path / "last.pt")
     assert str(err.value).startswith(f"checkpoint {tmp_path / 'last.pt'} does not fit the model this config builds: "
                                      "Error(s) in loading state_dict for Linear")
+
+
+class _Scaler:
+    def __init__(self, scale=1.0):
+        self.scale, self.loaded = scale, None
+
+    def state_dict(self):
+        return {"scale": self.scale}
+
+    def load_state_dict(self, state):
+        self.loaded = state
+
+
+def test_restore_loads_the_grad_scaler_and_the_loader_generator(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Linear(3, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    gen = torch.Generator().manual_seed(11)
+    torch.rand(3, generator=gen)
+    state = ck.capture(model=model, optimizer=opt, scheduler=None, scaler=_Scaler(1024.0), generator=gen, epoch=1,
+                       best=None, history=[], config=CONFIG, world_size=1)
+    expected = torch.rand(4, generator=gen).tolist()
+    scaler, fresh_gen = _Scaler(), torch.Generator().manual_seed(99)
+    ck.restore(state, model=model, optimizer=opt, scheduler=None, scaler=scaler, generator=fresh_gen, path=tmp_path)
+    assert scaler.loaded == {"scale": 1024.0}
+    assert torch.rand(4, generator=fresh_gen).tolist() == expected
+    untouched = _Scaler()
+    ck.restore({**state, "scaler": None}, model=model, optimizer=opt, scheduler=None, scaler=untouched,
+               generator=None, path=tmp_path)
+    assert untouched.loaded is None  # a run saved without AMP leaves the scaler at its start
+    ck.restore(state, model=model, optimizer=opt, scheduler=None, scaler=None, generator=None, path=tmp_path)
+
+
+def test_cuda_rng_states_are_saved_and_restored_when_cuda_is_in_use(monkeypatch):
+    """On a CPU machine through fakes: the CUDA streams are saved only once CUDA is initialised, and
+    restored only when the state holds them and CUDA is there."""
+    calls = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: ["cuda-state-0"])
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: calls.append(states))
+    state = ck.rng_state(None)
+    assert state["cuda"] == ["cuda-state-0"]
+    ck.restore_rng(state, None)
+    assert calls == [["cuda-state-0"]]
+    ck.restore_rng({k: v for k, v in state.items() if k != "cuda"}, None)
+    assert calls == [["cuda-state-0"]]  # nothing saved, nothing set
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    ck.restore_rng(state, None)  # a GPU checkpoint resumed on a CPU machine
+    assert calls == [["cuda-state-0"]]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    assert "cuda" not in ck.rng_state(None)  # CUDA present but never used: no state to save
