@@ -391,3 +391,33 @@ def test_cuda_rng_states_are_saved_and_restored_when_cuda_is_in_use(monkeypatch)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
     assert "cuda" not in ck.rng_state(None)  # CUDA present but never used: no state to save
+
+
+@pytest.fixture
+def sorted_walk(monkeypatch):
+    """rglob in name order, so a test can say which sidecar resume=auto meets first."""
+    from pathlib import Path
+
+    walk = Path.rglob
+    monkeypatch.setattr(Path, "rglob", lambda self, pattern: iter(sorted(walk(self, pattern))))
+
+
+def test_find_latest_looks_past_every_run_it_skips(tmp_path, sorted_walk):
+    for i, kind in enumerate(("ok", "diverged", "other-config")):
+        _run(tmp_path, f"a{i}-{kind}", 50.0 + i, status="running" if kind == "other-config" else kind,
+             config={**CONFIG, "seed": 7} if kind == "other-config" else CONFIG)
+    _run(tmp_path, "b-recorded", 60.0, record="ok")
+    wanted = _run(tmp_path, "c-wanted", 1.0)
+    assert ck.find_latest(tmp_path, CONFIG) == wanted / "last.pt"
+
+
+@pytest.mark.parametrize("first", ["undated", "dated"])
+def test_a_sidecar_without_saved_at_counts_as_saved_at_time_zero(tmp_path, sorted_walk, first):
+    """Sidecars of older STEP versions have no saved_at: they lose to any dated one, met first or last."""
+    names = {"undated": "a", "dated": "b"} if first == "undated" else {"undated": "b", "dated": "a"}
+    dated = _run(tmp_path, names["dated"], 0.5)
+    undated = _run(tmp_path, names["undated"], 0.0)
+    info = json.loads((undated / "last.json").read_text())
+    del info["saved_at"]
+    (undated / "last.json").write_text(json.dumps(info))
+    assert ck.find_latest(tmp_path, CONFIG) == dated / "last.pt"
