@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import filecmp
 import os
 import shutil
 import subprocess
@@ -131,9 +132,13 @@ def statuses(exe: Path, ws: Path, env: dict[str, str]) -> dict[str, str]:
 
 
 def commit() -> str:
-    from step.results.record import git_commit
-
-    return git_commit(ROOT)
+    """HEAD of the checkout being copied (``+dirty`` when tracked files other than the score file differ)."""
+    sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    if sha.returncode != 0:
+        return "unknown"
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                            ":(exclude)results/mutation.csv"], cwd=ROOT, capture_output=True, text=True)
+    return sha.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
 def write_row(row: dict[str, object], path: Path) -> None:
@@ -163,7 +168,13 @@ def mutate(module: str, jobs: int, out_csv: Path, again: bool = False) -> dict[s
     env.update(WANDB_MODE="disabled", STEP_TEST_DATA=str(ROOT / "build" / "mutation" / "data"))
     ws = ROOT / "build" / "mutation" / module
     spent = ws / "seconds.txt"
+    copied = commit()  # the code and tests the workspace gets
     if again and spent.exists():
+        changed = [f for pattern in MODULES[module][0] for f in sorted(ROOT.glob(pattern))
+                   if not filecmp.cmp(f, ws / f.relative_to(ROOT), shallow=False)]
+        if changed:
+            raise SystemExit(f"mutate: {', '.join(str(f.relative_to(ROOT)) for f in changed)} changed since the last "
+                             f"run of {module}; its mutants are of the old code. Run it again without --again.")
         names = _undetected(exe, ws, env)
         for target in (ws / "tests", ws / "mutants" / "tests"):  # the tests as they are now; the code is unchanged
             shutil.rmtree(target)
@@ -189,7 +200,7 @@ def mutate(module: str, jobs: int, out_csv: Path, again: bool = False) -> dict[s
     scored = len(found) - len(equivalent)
     row = {"module": module, "mutants": len(found), "killed": killed, "survived": len(survivors),
            "equivalent": len(equivalent), "score": f"{100.0 * killed / scored:.1f}" if scored else "",
-           "seconds": seconds, "commit": commit(), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d")}
+           "seconds": seconds, "commit": copied, "date": datetime.now(timezone.utc).strftime("%Y-%m-%d")}
     report = [f"# Surviving mutants of {module} ({len(survivors)})", ""]
     for name in survivors:
         diff = subprocess.run([str(exe), "show", name], cwd=ws, env=env, capture_output=True, text=True).stdout
