@@ -55,7 +55,8 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
                 ["tests/test_lif_op.py", "tests/test_native_lif.py", "tests/test_neurons.py", "tests/test_fast_twins.py"]),
     # energy counters and report
     "energy-counters": (["step/energy/counters.py"], ENERGY_TESTS),
-    "energy-report": (["step/energy/report.py"], ["tests/test_energy_table.py", *ENERGY_TESTS]),
+    "energy-report": (["step/energy/report.py"],
+                      ["tests/test_energy_report.py", "tests/test_energy_table.py", *ENERGY_TESTS]),
     # engine
     "checkpoint": (["step/engine/checkpoint.py"],
                    ["tests/test_checkpoint_unit.py", "tests/test_safe_loading.py", "tests/test_resume.py",
