@@ -209,3 +209,49 @@ def test_config_files_build_through_the_factory(name):
 def test_unknown_generator_is_a_config_error():
     with pytest.raises(ConfigError, match="linear, repconv"):
         ATTENTIONS.build("sdsa3", dim=8, heads=2, neuron=IF, qkv="conv5")
+
+
+@pytest.mark.parametrize(("name", "kw", "message"), [
+    ("sdsa1", {"dim": 10, "heads": 3}, "sdsa1: dim 10 is not divisible by heads 3."),
+    ("sdsa2", {"dim": 8, "heads": 3}, "sdsa2: dim 8 is not divisible by heads 3."),
+    ("sdsa1", {"pooling": "max"}, "sdsa1: pooling must be one of none, erode, got 'max'."),
+    ("sdsa3", {"threshold_scale": 0.0}, "sdsa3: threshold_scale must be > 0, got 0.0."),
+    ("sdsa4", {"threshold_scale": -1.0}, "sdsa4: threshold_scale must be > 0, got -1.0."),
+    ("sdsa4", {"proj": "conv5"}, "sdsa4: generator 'conv5' is not one of linear, repconv."),
+])
+def test_each_refusal_names_the_variant_and_the_valid_values(name, kw, message):
+    with pytest.raises(ConfigError) as err:
+        ATTENTIONS.build(name, **{"dim": 8, "heads": 2, "neuron": IF, **kw})
+    assert str(err.value) == message
+
+
+def test_generators_and_neurons_each_variant_builds():
+    for name, has_key in (("sdsa1", True), ("sdsa2", False), ("sdsa3", True), ("sdsa4", True)):
+        attn = ATTENTIONS.build(name, dim=8, heads=2, neuron=IF, qkv="linear", proj="linear")
+        assert hasattr(attn, "k") == hasattr(attn, "k_lif") == has_key == attn.uses_key
+        assert attn.q.linear.bias is None and attn.v.linear.bias is None and attn.proj.linear.bias is not None
+        assert attn.heads == 2 and (attn.qkv_kind, attn.proj_kind) == ("linear", "linear")
+    rep = ATTENTIONS.build("sdsa3", dim=8, heads=2, neuron=IF)
+    assert type(rep.q).__name__ == type(rep.proj).__name__ == "TokenRepConvBN"  # the paper's default
+
+
+def test_extra_repr_shows_the_generators_and_a_pooling_other_than_none():
+    assert ATTENTIONS.build("sdsa3", dim=8, heads=2, neuron=IF).extra_repr() == \
+        "heads=2, qkv='repconv', proj='repconv'"
+    assert ATTENTIONS.build("sdsa1", dim=8, heads=2, neuron=IF).extra_repr() == "heads=2, qkv='linear', proj='linear'"
+    assert ATTENTIONS.build("sdsa1", dim=8, heads=2, neuron=IF, pooling="erode").extra_repr() == \
+        "heads=2, qkv='linear', proj='linear', pooling='erode'"
+
+
+def test_the_attention_neurons_thresholds_and_what_they_declare():
+    """check_nodes reads neuron_overrides to tell a deliberate threshold from a config that did not arrive."""
+    s3 = ATTENTIONS.build("sdsa3", dim=8, heads=2, neuron=IF, threshold_scale=4.0, attn_threshold=0.25)
+    assert s3.attn_lif.v_threshold == 1.0 and s3.neuron_overrides() == {"attn_lif": {"v_threshold": 1.0}}
+    literal = ATTENTIONS.build("sdsa3", dim=8, heads=2, neuron=IF, threshold_scale=4.0, attn_threshold=0.25,
+                               merge_scale=False)
+    assert literal.attn_lif.v_threshold == 0.25 and literal.neuron_overrides() == {"attn_lif": {"v_threshold": 0.25}}
+    s4 = ATTENTIONS.build("sdsa4", dim=8, heads=2, neuron=IF, threshold_scale=4.0, attn_threshold=0.25)
+    assert s4.neuron_overrides() == {"attn_lif": {"v_threshold": 1.0, "learnable_threshold": True}}
+    for name, th in (("sdsa1", 0.75), ("sdsa2", 0.75)):
+        attn = ATTENTIONS.build(name, dim=8, heads=2, neuron=IF, attn_threshold=th)
+        assert attn.attn_lif.v_threshold == th and attn.attn_threshold == th

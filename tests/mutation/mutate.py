@@ -44,7 +44,8 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
     # attention
     "ssa": (["step/attention/ssa.py"], ["tests/test_attention_ssa.py", "tests/test_spikformer.py"]),
     "sdsa": (["step/attention/sdsa.py"],
-             ["tests/test_attention_sdsa.py", "tests/test_models_sdt.py", "tests/test_ablation_contract.py"]),
+             ["tests/test_attention_sdsa.py", "tests/test_erode.py", "tests/test_models_sdt.py",
+              "tests/test_ablation_contract.py"]),
     "qk-bipolar-semm": (["step/attention/qk.py", "step/attention/bipolar.py", "step/attention/semm.py"],
                         ["tests/test_attention_qk_semm_bipolar.py", "tests/test_models_qkformer_semm_twins.py",
                          "tests/test_ablation_contract.py"]),
