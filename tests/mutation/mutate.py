@@ -167,7 +167,10 @@ def mutate(module: str, jobs: int, out_csv: Path, again: bool = False) -> dict[s
     in the last run of this workspace (after tests were added), with the current tests."""
     exe = ensure_mutmut()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the mutated copy, not the checkout
-    env.update(WANDB_MODE="disabled", STEP_TEST_DATA=str(ROOT / "build" / "mutation" / "data"))
+    env.update(WANDB_MODE="disabled", STEP_TEST_DATA=str(ROOT / "build" / "mutation" / "data"),
+               # one thread: every mutant's process is forked from one server, and a fork of a process whose
+               # OpenMP pool has started hangs in the next parallel region (a conv): that was a "timeout"
+               OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     ws = ROOT / "build" / "mutation" / module
     spent = ws / "seconds.txt"
     copied = commit()  # the code and tests the workspace gets
