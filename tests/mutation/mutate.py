@@ -159,7 +159,8 @@ def write_row(row: dict[str, object], path: Path) -> None:
 
 
 def _undetected(exe: Path, ws: Path, env: dict[str, str]) -> list[str]:
-    return sorted(n for n, s in statuses(exe, ws, env).items() if s not in DETECTED)
+    """What AGAIN re-tests: the survivors, and the timeouts (a hang may be the machine's, not the mutant's)."""
+    return sorted(n for n, s in statuses(exe, ws, env).items() if s not in DETECTED or s == "timeout")
 
 
 def mutate(module: str, jobs: int, out_csv: Path, again: bool = False) -> dict[str, object]:
