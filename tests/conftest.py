@@ -9,7 +9,10 @@ import torch
 
 os.environ["WANDB_MODE"] = "disabled"
 os.environ.setdefault("WANDB_SILENT", "true")
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# At most 2 threads (this machine's cores), unless OMP_NUM_THREADS says otherwise: make mutate sets 1,
+# because its mutant processes are forked from one server and a fork after a multi-threaded OpenMP region
+# hangs in the next one (a conv).
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or max(1, min(2, os.cpu_count() or 1))))
 
 
 @pytest.fixture(autouse=True)
