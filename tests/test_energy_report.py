@@ -164,3 +164,8 @@ def test_record_states_what_its_numbers_are_per_and_how_ops_are_counted(report):
     assert conv["binary_test"].startswith("run time: binary = every input value in {0, 1}; ternary = in {-1, 0, 1}")
     assert conv["encoder"].startswith("first synaptic layer with a real-valued input; MACs once per inference")
     assert conv["int8_twin"].startswith("bit-serial QANN whose activations are the SNN's spike counts over T")
+
+
+def test_to_text_prints_the_rows_it_is_given_even_none_and_its_own_otherwise(report):
+    assert len(report.to_text([]).splitlines()) == 3  # header, rule, legend: the given (empty) rows
+    assert len(report.to_text().splitlines()) == 3 + len(report.table.layers)
