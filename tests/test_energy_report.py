@@ -169,3 +169,12 @@ def test_record_states_what_its_numbers_are_per_and_how_ops_are_counted(report):
 def test_to_text_prints_the_rows_it_is_given_even_none_and_its_own_otherwise(report):
     assert len(report.to_text([]).splitlines()) == 3  # header, rule, legend: the given (empty) rows
     assert len(report.to_text().splitlines()) == 3 + len(report.table.layers)
+
+
+def test_every_column_follows_the_chosen_model_and_encoder_convention(report):
+    per_step = report.table.with_encoder_per_step(True)
+    cols = report.columns({"name": "memory", "encoder_per_step": True, "e_bit": 2.0})
+    assert cols["energy_mem_mj"] == pytest.approx(snn_mj(per_step, "memory", e_bit=2.0), rel=1e-12)
+    assert cols["energy_exact_mj"] == pytest.approx(snn_mj(per_step.under("exact"), "memory", e_bit=2.0), rel=1e-12)
+    plain = report.columns({"encoder_per_step": True})
+    assert plain["energy_mem_mj"] == pytest.approx(snn_mj(per_step, "memory"), rel=1e-12)

@@ -42,3 +42,9 @@ def test_the_layer_table_cell_by_cell():
 
 def test_an_empty_table_is_the_header_and_the_legend():
     assert len(format_layer_table([]).split("\n")) == 3
+
+
+def test_a_row_without_macs_or_energy_shows_zeros():
+    """Rows of records from before a field existed still print."""
+    line = format_layer_table([{"name": "old", "type": "LIF", "kind": "neuron"}]).split("\n")[2]
+    assert line.split() == ["old", "LIF", "0", "0"]
