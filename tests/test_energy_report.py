@@ -178,3 +178,27 @@ def test_every_column_follows_the_chosen_model_and_encoder_convention(report):
     assert cols["energy_exact_mj"] == pytest.approx(snn_mj(per_step.under("exact"), "memory", e_bit=2.0), rel=1e-12)
     plain = report.columns({"encoder_per_step": True})
     assert plain["energy_mem_mj"] == pytest.approx(snn_mj(per_step, "memory"), rel=1e-12)
+
+
+def test_the_chosen_constants_and_encoder_convention_reach_every_block_of_the_record(report):
+    per_step = report.table.with_encoder_per_step(True)
+    cfg = {"name": "simple45", "encoder_per_step": True, "e_mac": 2.0, "e_ac": 0.5}
+    rec = report.to_record(cfg)
+    assert rec["by_convention"]["paper"]["energy_mj"]["simple45"] == pytest.approx(
+        snn_mj(per_step, e_mac=2.0, e_ac=0.5), rel=1e-12)
+    assert rec["by_convention"]["paper"]["energy_mj"]["memory"] == pytest.approx(snn_mj(per_step, "memory"), rel=1e-12)
+    for label, flag in (("encoder_once", False), ("encoder_per_step", True)):
+        assert rec["encoder_conventions"][label]["energy_mj"]["simple45"] == pytest.approx(
+            snn_mj(report.table.with_encoder_per_step(flag), e_mac=2.0, e_ac=0.5), rel=1e-12)
+    chosen = ENERGY_MODELS.build("simple45", ops=per_step, e_mac=2.0, e_ac=0.5)
+    assert [r["energy_pj"] for r in rec["per_layer"]] == pytest.approx(chosen["per_layer_pj"], rel=1e-12)
+    nb = rec["by_convention"]["neurobench"]
+    assert nb["energy_mj"] == pytest.approx((0.5 * nb["effective_acs"] + 2.0 * nb["effective_macs"]) / 1e9, rel=1e-12)
+    assert nb["effective_macs"] > 0 and nb["effective_acs"] > 0  # both constants act
+
+
+def test_memory_models_weight_reuse_figures_are_kept(report):
+    rec = report.to_record({"name": "memory"})
+    result = ENERGY_MODELS.build("memory", ops=report.table)
+    assert "weights_pj_by_reuse" in result
+    assert rec["energy"]["memory"]["weights_pj_by_reuse"] == result["weights_pj_by_reuse"]
