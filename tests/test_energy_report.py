@@ -160,10 +160,15 @@ def test_record_states_what_its_numbers_are_per_and_how_ops_are_counted(report):
     assert conv["pool"] == "pooling comparisons/adds reported (pool_ops), not charged"
     assert conv["bias"] == "bias adds counted apart, charged at E_AC when charge_bias"
     assert conv["ann_twin"] == "same architecture, one pass, dense MACs at E_MAC (+ the model's memory terms)"
-    assert conv["sop"].startswith("T x input rate x dense MACs (value-weighted for integer spikes); exact AND count")
-    assert conv["binary_test"].startswith("run time: binary = every input value in {0, 1}; ternary = in {-1, 0, 1}")
-    assert conv["encoder"].startswith("first synaptic layer with a real-valued input; MACs once per inference")
-    assert conv["int8_twin"].startswith("bit-serial QANN whose activations are the SNN's spike counts over T")
+    assert conv["sop"] == ("T x input rate x dense MACs (value-weighted for integer spikes); exact AND count for "
+                           "binary x binary products; rate of the binary operand x m k n for binary x real")
+    assert conv["binary_test"] == ("run time: binary = every input value in {0, 1}; ternary = in {-1, 0, 1}; integer "
+                                   "spikes: integer values (a value v is |v| accumulates)")
+    assert conv["encoder"] == ("first synaptic layer with a real-valued input; MACs once per inference (SDT) or once "
+                               "per timestep (syops); both figures under 'encoder_conventions'")
+    assert conv["int8_twin"] == ("bit-serial QANN whose activations are the SNN's spike counts over T: int8 E_AC x "
+                                 "1-bits x fan-out (dense int8 MACs on real-valued inputs and attention products); "
+                                 "int8_dense: int8 E_MAC x dense MACs")
 
 
 def test_to_text_prints_the_rows_it_is_given_even_none_and_its_own_otherwise(report):
@@ -187,6 +192,8 @@ def test_the_chosen_constants_and_encoder_convention_reach_every_block_of_the_re
     assert rec["by_convention"]["paper"]["energy_mj"]["simple45"] == pytest.approx(
         snn_mj(per_step, e_mac=2.0, e_ac=0.5), rel=1e-12)
     assert rec["by_convention"]["paper"]["energy_mj"]["memory"] == pytest.approx(snn_mj(per_step, "memory"), rel=1e-12)
+    assert rec["by_convention"]["exact"]["energy_mj"]["simple45"] == pytest.approx(
+        snn_mj(per_step.under("exact"), e_mac=2.0, e_ac=0.5), rel=1e-12)
     for label, flag in (("encoder_once", False), ("encoder_per_step", True)):
         assert rec["encoder_conventions"][label]["energy_mj"]["simple45"] == pytest.approx(
             snn_mj(report.table.with_encoder_per_step(flag), e_mac=2.0, e_ac=0.5), rel=1e-12)
