@@ -209,3 +209,21 @@ def test_memory_models_weight_reuse_figures_are_kept(report):
     result = ENERGY_MODELS.build("memory", ops=report.table)
     assert "weights_pj_by_reuse" in result
     assert rec["energy"]["memory"]["weights_pj_by_reuse"] == result["weights_pj_by_reuse"]
+
+
+def test_a_table_measured_per_step_stays_per_step_unless_asked_otherwise(report):
+    per_step_report = EnergyReport(report.table.with_encoder_per_step(True))
+    assert per_step_report.table.encoder_per_step is True
+    assert per_step_report.columns({})["energy_mj"] == pytest.approx(snn_mj(per_step_report.table), rel=1e-12)
+    assert per_step_report.columns({"encoder_per_step": False})["energy_mj"] == pytest.approx(
+        snn_mj(report.table), rel=1e-12)
+    assert per_step_report.to_record({})["conventions"]["encoder_per_step"] is True
+
+
+def test_the_energy_block_and_exact_per_layer_rows_use_the_chosen_table_and_constants(report):
+    per_step = report.table.with_encoder_per_step(True)
+    rec = report.to_record({"name": "simple45", "encoder_per_step": True, "e_mac": 2.0})
+    assert rec["energy"]["simple45"]["snn_mj"] == pytest.approx(snn_mj(per_step, e_mac=2.0), rel=1e-12)
+    assert rec["energy"]["memory"]["snn_mj"] == pytest.approx(snn_mj(per_step, "memory"), rel=1e-12)
+    exact = ENERGY_MODELS.build("simple45", ops=per_step.under("exact"), e_mac=2.0)["per_layer_pj"]
+    assert [r["energy_exact_pj"] for r in rec["per_layer"]] == pytest.approx(exact, rel=1e-12)
