@@ -227,3 +227,7 @@ def test_the_energy_block_and_exact_per_layer_rows_use_the_chosen_table_and_cons
     assert rec["energy"]["memory"]["snn_mj"] == pytest.approx(snn_mj(per_step, "memory"), rel=1e-12)
     exact = ENERGY_MODELS.build("simple45", ops=per_step.under("exact"), e_mac=2.0)["per_layer_pj"]
     assert [r["energy_exact_pj"] for r in rec["per_layer"]] == pytest.approx(exact, rel=1e-12)
+
+
+def test_energy_without_a_model_name_is_simple45_on_the_measured_table(report):
+    assert report.energy()["snn_pj"] == ENERGY_MODELS.build("simple45", ops=report.table)["snn_pj"]
