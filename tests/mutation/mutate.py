@@ -1,9 +1,10 @@
-"""Mutation score per core module with mutmut (``make mutate``, ``make mutate MODULE=attention``).
+"""Mutation score per core module with mutmut (``make mutate``, ``make mutate MODULE=sdsa``).
 
 For one module: copy the project into ``build/mutation/<module>/`` with a ``[tool.mutmut]`` section
 naming the module's source files and the test files that cover them, run ``mutmut run`` there
 (forkserver isolation: torch is not fork-safe, and with plain fork every mutant hangs into a
-timeout), read every mutant's status, and write one row per module to ``results/mutation.csv``::
+timeout; one OpenMP thread, for the same reason), read every mutant's status, and write one row per
+module to ``results/mutation.csv``::
 
     module, mutants, killed, survived, equivalent, score, seconds, commit, date
 
@@ -11,8 +12,14 @@ timeout), read every mutant's status, and write one row per module to ``results/
 survivors listed in ``tests/mutation/equivalent.txt`` with the reason they cannot be killed (they
 behave exactly like the original); ``score`` = killed / (mutants - equivalent), in percent. The
 survivors that are not listed, with their diffs, go to ``build/mutation/<module>/survivors.md``.
+Each mutant's tests run fastest first (``fastest_first.py``), so a mutant a unit test kills does
+not wait for a training run.
 
-Not part of ``make test``: one module takes minutes to hours on 2 cores (see results/mutation.csv).
+After tests are added for the survivors, ``--again`` (``make mutate MODULE=x AGAIN=1``) re-tests
+only the survivors and timeouts of the last run with the tests as they are now (the module's code
+must be unchanged); ``seconds`` then adds both runs and ``commit`` is the checkout of the re-test.
+
+Not part of ``make test``: one module takes minutes to an hour on 2 cores (see results/mutation.csv).
 """
 
 from __future__ import annotations
