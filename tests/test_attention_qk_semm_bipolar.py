@@ -121,3 +121,34 @@ def test_output_shape_and_spikes(name):
     out = attn(torch.rand(2, 3, 6, 8) * 3, (2, 3))
     assert out.shape == (2, 3, 6, 8)
     assert set(out.unique().tolist()) <= {0.0, 1.0}  # every variant ends in the run's neuron
+
+
+@pytest.mark.parametrize(("name", "kw", "message"), [
+    ("qk_token", {"dim": 10, "heads": 3}, "QKTokenAttention: dim 10 is not divisible by heads 3"),
+    ("qk_channel", {"dim": 9, "heads": 2}, "QKChannelAttention: dim 9 is not divisible by heads 2"),
+    ("bipolar", {"dim": 10, "heads": 4}, "bipolar: dim 10 is not divisible by heads 4"),
+    ("semm", {"expert_dim": 0}, "semm: expert_dim and num_expert must be >= 1, got 0, 4"),
+    ("semm", {"num_expert": 0}, "semm: expert_dim and num_expert must be >= 1, got 96, 0"),
+])
+def test_each_refusal_names_the_attention_and_the_values(name, kw, message):
+    with pytest.raises(ValueError) as err:
+        ATTENTIONS.build(name, **{"dim": 8, "heads": 2, "neuron": IF1, **kw})
+    assert str(err.value) == message
+
+
+def test_options_reach_the_layers_they_name():
+    for name in ("qk_token", "qk_channel"):
+        plain = ATTENTIONS.build(name, dim=8, heads=2, neuron=IF1)
+        assert plain.q.linear.bias is None and plain.k.linear.bias is None and plain.proj.linear.bias is not None
+        assert plain.mask_lif.v_threshold == 0.5 and plain.heads == 2  # the released attn_lif threshold
+        biased = ATTENTIONS.build(name, dim=8, heads=2, neuron=IF1, qk_bias=True, mask_threshold=0.25)
+        assert biased.q.linear.bias is not None and biased.k.linear.bias is not None
+        assert biased.mask_lif.v_threshold == 0.25 and biased.mask_threshold == 0.25
+    bsa = ATTENTIONS.build("bipolar", dim=8, heads=2, neuron=IF1, scale=0.25, attn_threshold=0.75, qkv_bias=False)
+    assert (bsa.scale, bsa.attn_threshold, bsa.attn_lif.v_threshold) == (0.25, 0.75, 0.75)
+    assert all(getattr(bsa, n).linear.bias is None for n in ("q", "k", "v")) and bsa.proj.linear.bias is not None
+    semm = ATTENTIONS.build("semm", dim=8, heads=2, neuron=IF1, expert_dim=6, num_expert=3, scale=0.5, qkv_bias=False)
+    assert (semm.expert_dim, semm.num_expert, semm.scale) == (6, 3, 0.5)
+    assert len(semm.expert_q) == len(semm.expert_q_lif) == len(semm.expert_lif) == 3
+    assert semm.k.linear.out_features == 6 and semm.router.linear.out_features == 3
+    assert semm.k.linear.bias is None and semm.router.linear.bias is not None
