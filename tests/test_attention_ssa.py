@@ -140,3 +140,43 @@ def test_qkv_bias_switches_the_q_k_v_biases_only(qkv_bias):
     biased = ATTENTIONS.build("ssa", dim=4, heads=1, neuron=IF, qkv_bias=True)
     n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     assert n(biased) - n(attn) == (0 if qkv_bias else 3 * 4)
+
+
+def _constant_projection(attn, value: float) -> None:
+    """proj outputs ``value`` everywhere (zero weight, bias ``value``, BN the identity)."""
+    attn.eval()
+    with torch.no_grad():
+        attn.proj.linear.weight.zero_()
+        attn.proj.linear.bias.fill_(value)
+        attn.proj.bn.running_mean.zero_()
+        attn.proj.bn.running_var.fill_(1.0)
+        attn.proj.bn.eps = 0.0
+
+
+def test_the_output_neuron_runs_over_time_per_sample_by_default_and_over_the_folded_batch_as_released():
+    """proj gives 0.6 everywhere, the output IF fires at 1. Per sample (the paper): time steps 0.6, 1.2,
+    so every sample fires at t=1 only. QKFormer's released stage 3 (proj_lif_over_batch): one sequence
+    (t0,b0), (t0,b1), (t1,b0), (t1,b1) of 0.6, 1.2 (fires, resets), 0.6, 1.2: the second sample fires
+    at both steps, the first at none: a sample's output depends on the one before it."""
+    if2 = NeuronFactory("if", T=2, v_threshold=1.0, v_reset=0.0, surrogate="atan", alpha=2.0, backend="native")
+    x = torch.zeros(2, 2, 3, 4)  # T=2, B=2, N=3, D=4
+    paper = ATTENTIONS.build("ssa", dim=4, heads=2, neuron=if2)
+    released = ATTENTIONS.build("ssa", dim=4, heads=2, neuron=if2, proj_lif_over_batch=True)
+    assert paper.proj_lif_over_batch is False and released.proj_lif_over_batch is True
+    assert paper.proj_lif.T == 2 and released.proj_lif.T is None  # the folded sequence has T*B steps
+    for attn in (paper, released):
+        assert attn.proj.linear.bias is not None
+        _constant_projection(attn, 0.6)
+    with torch.no_grad():
+        per_sample, folded = paper(x), released(x)
+    assert per_sample.shape == folded.shape == x.shape
+    assert per_sample[:, :, 0, 0].tolist() == [[0.0, 0.0], [1.0, 1.0]]  # [t][b]
+    assert folded[:, :, 0, 0].tolist() == [[0.0, 1.0], [0.0, 1.0]]
+    assert bool((folded == folded[:, :, :1, :1]).all())  # every token and channel alike
+
+
+def test_ssa_declares_the_neuron_values_it_sets_on_purpose():
+    assert ATTENTIONS.build("ssa", dim=4, heads=2, neuron=IF, attn_threshold=0.75).neuron_overrides() == {
+        "attn_lif": {"v_threshold": 0.75}}
+    assert ATTENTIONS.build("ssa", dim=4, heads=2, neuron=IF, proj_lif_over_batch=True).neuron_overrides() == {
+        "attn_lif": {"v_threshold": 0.5}, "proj_lif": {"T": None}}
