@@ -255,3 +255,35 @@ def test_the_attention_neurons_thresholds_and_what_they_declare():
     for name, th in (("sdsa1", 0.75), ("sdsa2", 0.75)):
         attn = ATTENTIONS.build(name, dim=8, heads=2, neuron=IF, attn_threshold=th)
         assert attn.attn_lif.v_threshold == th and attn.attn_threshold == th
+
+
+@pytest.mark.parametrize("pooling", ["none", "erode"])
+def test_sdsa1_hands_the_token_grid_to_repconv_generators(pooling):
+    """With RepConv generators SDSA-1 must pass the grid on to every generator (without it RepConv
+    refuses: it cannot lay tokens out as maps)."""
+    torch.manual_seed(0)
+    attn = ATTENTIONS.build("sdsa1", dim=4, heads=2, neuron=IF, qkv="repconv", proj="repconv", pooling=pooling).eval()
+    x = (torch.rand(1, 2, 6, 4) > 0.5).float()
+    y = attn(x, (2, 3))
+    assert y.shape == x.shape
+
+
+def test_sdsa2_token_sum_is_counted_per_step_and_sample():
+    from step.energy import EnergyMeter
+
+    if2 = NeuronFactory("if", T=2, v_threshold=1.0, v_reset=0.0, surrogate="atan", alpha=2.0)
+    attn = ATTENTIONS.build("sdsa2", dim=4, heads=2, neuron=if2, qkv="linear", proj="linear").eval()
+    meter = EnergyMeter(attn, T=2)
+    with meter, torch.inference_mode():
+        attn((torch.rand(2, 3, 5, 4) > 0.5).float(), (1, 5))
+    row = next(r for r in meter.report().table.layers if r.name == "q_sum")
+    assert row.macs == 2 * 5 * 2 and row.steps == 2  # per sample and step: heads x N x d
+
+
+def test_defaults_thresholds_and_an_accepted_small_scale():
+    for name in ("sdsa1", "sdsa2", "sdsa4"):
+        attn = ATTENTIONS.build(name, dim=8, heads=2, neuron=IF)
+        assert attn.attn_threshold == 0.5  # SDT v1's talking-heads threshold; the paper's u_th
+    assert ATTENTIONS.build("sdsa4", dim=8, heads=2, neuron=IF).attn_lif.v_threshold == 4.0  # s 8 x u_th 0.5
+    for s in (1.0, 0.5):  # any positive scale
+        assert ATTENTIONS.build("sdsa3", dim=8, heads=2, neuron=IF, threshold_scale=s).threshold_scale == s
