@@ -287,3 +287,15 @@ def test_defaults_thresholds_and_an_accepted_small_scale():
     assert ATTENTIONS.build("sdsa4", dim=8, heads=2, neuron=IF).attn_lif.v_threshold == 4.0  # s 8 x u_th 0.5
     for s in (1.0, 0.5):  # any positive scale
         assert ATTENTIONS.build("sdsa3", dim=8, heads=2, neuron=IF, threshold_scale=s).threshold_scale == s
+
+
+def test_sdsa1_erode_token_sum_is_counted_per_step_and_sample():
+    from step.energy import EnergyMeter
+
+    if2 = NeuronFactory("if", T=2, v_threshold=1.0, v_reset=0.0, surrogate="atan", alpha=2.0)
+    attn = ATTENTIONS.build("sdsa1", dim=4, heads=2, neuron=if2, pooling="erode").eval()
+    meter = EnergyMeter(attn, T=2)
+    with meter, torch.inference_mode():
+        attn((torch.rand(2, 3, 6, 4) > 0.5).float(), (2, 3))
+    row = next(r for r in meter.report().table.layers if r.name == "kv_sum")
+    assert row.macs == 2 * 6 * 2 and row.steps == 2  # per sample and step: heads x N x d
