@@ -218,6 +218,7 @@ def test_unknown_generator_is_a_config_error():
     ("sdsa3", {"threshold_scale": 0.0}, "sdsa3: threshold_scale must be > 0, got 0.0."),
     ("sdsa4", {"threshold_scale": -1.0}, "sdsa4: threshold_scale must be > 0, got -1.0."),
     ("sdsa4", {"proj": "conv5"}, "sdsa4: generator 'conv5' is not one of linear, repconv."),
+    ("sdsa2", {"qkv": "conv3"}, "sdsa2: generator 'conv3' is not one of linear, repconv."),
 ])
 def test_each_refusal_names_the_variant_and_the_valid_values(name, kw, message):
     with pytest.raises(ConfigError) as err:
