@@ -54,8 +54,7 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
              ["tests/test_attention_sdsa.py", "tests/test_erode.py", "tests/test_models_sdt.py",
               "tests/test_ablation_contract.py"]),
     "qk-bipolar-semm": (["step/attention/qk.py", "step/attention/bipolar.py", "step/attention/semm.py"],
-                        ["tests/test_attention_qk_semm_bipolar.py", "tests/test_models_qkformer_semm_twins.py",
-                         "tests/test_ablation_contract.py"]),
+                        ["tests/test_attention_qk_semm_bipolar.py", "tests/test_ablation_contract.py"]),
     # neurons and kernels
     "lif": (["step/neurons/lif.py", "step/neurons/base.py"],
             ["tests/test_neurons.py", "tests/test_native_lif.py", "tests/test_lif_op.py", "tests/test_fast_twins.py"]),
