@@ -152,3 +152,51 @@ def test_options_reach_the_layers_they_name():
     assert len(semm.expert_q) == len(semm.expert_q_lif) == len(semm.expert_lif) == 3
     assert semm.k.linear.out_features == 6 and semm.router.linear.out_features == 3
     assert semm.k.linear.bias is None and semm.router.linear.bias is not None
+
+
+def test_emsp_routes_one_half_by_a_depthwise_3x3_of_the_other_worked_by_hand():
+    """EMSP on a 1 x 4 token grid: fc1 copies x into the first half and fires the second half
+    everywhere (bias 1); the depth-wise 3x3 of ones sums each channel over a token and its grid
+    neighbours; its BN subtracts 0.5 (running mean), so the routing neuron fires where that sum >= 2;
+    the gate keeps those places of the all-ones half; fc2 is the identity."""
+    from step.attention.semm import ExpertsMixtureMLP
+
+    mlp = ExpertsMixtureMLP(dim=2, hidden=4, neuron=IF1).eval()
+    set_linear(mlp.fc1, [[1, 0], [0, 1], [0, 0], [0, 0]])
+    set_linear(mlp.fc2, [[1, 0], [0, 1]])
+    with torch.no_grad():
+        mlp.fc1.linear.bias.copy_(torch.tensor([0.0, 0.0, 1.0, 1.0]))
+        conv, bn = mlp.dw.body if hasattr(mlp.dw, "body") else (mlp.dw[0], mlp.dw[1])
+        conv.weight.fill_(1.0)
+        bn.eps, bn.running_mean[:], bn.running_var[:] = 0.0, 0.5, 1.0
+    assert conv.groups == 2 and conv.bias is None and conv.padding == (1, 1)
+    x = torch.tensor([[[1, 0], [0, 0], [1, 0], [0, 1]],
+                      [[1, 1], [1, 1], [0, 0], [0, 1]]], dtype=torch.float32)[None]  # T=1, B=2, N=4, C=2
+    expected = torch.zeros(1, 2, 4, 2)
+    for b in range(2):
+        for j in range(4):
+            for c in range(2):
+                around = sum(x[0, b, i, c].item() for i in (j - 1, j, j + 1) if 0 <= i < 4)
+                expected[0, b, j, c] = float(around - 0.5 >= 1.0)
+    with torch.no_grad():
+        out = mlp(x, (1, 4))
+    assert torch.equal(out, expected)
+    assert expected.sum() > 0 and not torch.equal(expected, x)  # the case exercises the routing
+
+
+def test_emsp_refusals_name_the_value():
+    from step.attention.semm import ExpertsMixtureMLP
+
+    with pytest.raises(ValueError) as err:
+        ExpertsMixtureMLP(dim=2, hidden=5, neuron=IF1)
+    assert str(err.value) == "EMSP needs an even hidden width, got 5"
+    with pytest.raises(ValueError) as err:
+        ExpertsMixtureMLP(dim=2, hidden=4, neuron=IF1)(torch.zeros(1, 1, 4, 2), (3, 3))
+    assert str(err.value) == "EMSP: token grid (3, 3) does not hold 4 tokens"
+
+
+@pytest.mark.parametrize("name", ["qk_token", "qk_channel"])
+def test_qk_masks_run_in_the_inputs_dtype(name):
+    attn = ATTENTIONS.build(name, dim=4, heads=2, neuron=IF1).double().eval()
+    out = attn(torch.ones(1, 2, 3, 4, dtype=torch.float64))
+    assert out.dtype == torch.float64 and out.shape == (1, 2, 3, 4)
