@@ -200,3 +200,42 @@ def test_qk_masks_run_in_the_inputs_dtype(name):
     attn = ATTENTIONS.build(name, dim=4, heads=2, neuron=IF1).double().eval()
     out = attn(torch.ones(1, 2, 3, 4, dtype=torch.float64))
     assert out.dtype == torch.float64 and out.shape == (1, 2, 3, 4)
+
+
+def test_shiftmax_is_finite_far_from_zero_and_normalises_each_row_by_its_own_maximum():
+    z = torch.tensor([[200.0, 199.0, 190.0], [0.0, -1.0, -10.0]])
+    out = shiftmax(z)
+    assert torch.isfinite(out).all()  # 2^(z log2 e) alone would overflow float32 in the first row
+    assert torch.equal(out[0], shiftmax(z[:1])[0]) and torch.equal(out[1], shiftmax(z[1:])[0])  # row by row
+    assert out[0, 0] > out[0, 1] > out[0, 2] > 0 and out[1, 0] > out[1, 1] > out[1, 2] > 0
+
+
+def test_bipolar_heads_attend_separately_and_are_merged_back_in_channel_order():
+    torch.manual_seed(0)
+    attn = ATTENTIONS.build("bipolar", dim=4, heads=2, neuron=IF1).eval()
+    x = (torch.rand(1, 2, 3, 4) > 0.5).float() * 2.0
+    with torch.no_grad():
+        out = attn(x)
+        q = attn.ternary(attn.q_pos_lif, attn.q_neg_lif, attn.q(x))
+        k = attn.ternary(attn.k_pos_lif, attn.k_neg_lif, attn.k(x))
+        v = attn.v_lif(attn.v(x))
+        y = torch.cat([shiftmax(q[..., h * 2:(h + 1) * 2] @ k[..., h * 2:(h + 1) * 2].transpose(-2, -1) * attn.scale)
+                       @ v[..., h * 2:(h + 1) * 2] for h in range(2)], dim=-1)
+        expected = attn.proj_lif(attn.proj(attn.attn_lif(y)))
+    assert torch.equal(out, expected)
+
+
+def test_semm_released_router_reads_the_folded_layout_as_tokens_by_experts():
+    """STEP's released SEMM reshapes the router's [T*B, m, N] output as [T, B, N, m]: the router
+    neuron sees that reordering, not the router output itself."""
+    torch.manual_seed(0)
+    attn = ATTENTIONS.build("semm", dim=4, heads=2, neuron=IF1, expert_dim=4, num_expert=2,
+                            released_router_reshape=True).eval()
+    seen = []
+    attn.router_lif.register_forward_hook(lambda mod, args, out: seen.append(args[0].clone()))
+    x = (torch.rand(1, 2, 3, 4) > 0.5).float()
+    with torch.no_grad():
+        attn(x)
+        route = attn.router(x)
+    assert torch.equal(seen[0], route.transpose(-1, -2).reshape(1, 2, 3, 2))
+    assert not torch.equal(seen[0], route)
