@@ -239,3 +239,13 @@ def test_semm_released_router_reads_the_folded_layout_as_tokens_by_experts():
         route = attn.router(x)
     assert torch.equal(seen[0], route.transpose(-1, -2).reshape(1, 2, 3, 2))
     assert not torch.equal(seen[0], route)
+
+
+def test_defaults_are_the_published_scale_biased_qkv_and_single_width_experts_are_allowed():
+    bsa = ATTENTIONS.build("bipolar", dim=4, heads=2, neuron=IF1)
+    assert bsa.scale == 0.125 and bsa.attn_threshold == 0.5
+    assert all(getattr(bsa, n).linear.bias is not None for n in ("q", "k", "v"))
+    semm = ATTENTIONS.build("semm", dim=4, heads=2, neuron=IF1)
+    assert (semm.scale, semm.expert_dim, semm.num_expert, semm.released_router_reshape) == (0.125, 96, 4, False)
+    assert semm.k.linear.bias is not None and semm.v.linear.bias is not None
+    assert ATTENTIONS.build("semm", dim=4, heads=2, neuron=IF1, expert_dim=1, num_expert=1).expert_dim == 1
