@@ -152,6 +152,7 @@ def test_options_reach_the_layers_they_name():
     assert len(semm.expert_q) == len(semm.expert_q_lif) == len(semm.expert_lif) == 3
     assert semm.k.linear.out_features == 6 and semm.router.linear.out_features == 3
     assert semm.k.linear.bias is None and semm.router.linear.bias is not None
+    assert semm.v.linear.bias is None and all(q.linear.bias is None for q in semm.expert_q)
 
 
 def test_emsp_routes_one_half_by_a_depthwise_3x3_of_the_other_worked_by_hand():
@@ -248,4 +249,5 @@ def test_defaults_are_the_published_scale_biased_qkv_and_single_width_experts_ar
     semm = ATTENTIONS.build("semm", dim=4, heads=2, neuron=IF1)
     assert (semm.scale, semm.expert_dim, semm.num_expert, semm.released_router_reshape) == (0.125, 96, 4, False)
     assert semm.k.linear.bias is not None and semm.v.linear.bias is not None
+    assert all(q.linear.bias is not None for q in semm.expert_q)
     assert ATTENTIONS.build("semm", dim=4, heads=2, neuron=IF1, expert_dim=1, num_expert=1).expert_dim == 1
