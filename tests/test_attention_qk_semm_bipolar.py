@@ -249,5 +249,5 @@ def test_defaults_are_the_published_scale_biased_qkv_and_single_width_experts_ar
     semm = ATTENTIONS.build("semm", dim=4, heads=2, neuron=IF1)
     assert (semm.scale, semm.expert_dim, semm.num_expert, semm.released_router_reshape) == (0.125, 96, 4, False)
     assert semm.k.linear.bias is not None and semm.v.linear.bias is not None
-    assert all(q.linear.bias is not None for q in semm.expert_q)
+    assert all(q.linear.bias is not None for q in semm.expert_q) and semm.proj.linear.bias is not None
     assert ATTENTIONS.build("semm", dim=4, heads=2, neuron=IF1, expert_dim=1, num_expert=1).expert_dim == 1
