@@ -215,6 +215,8 @@ def test_bipolar_heads_attend_separately_and_are_merged_back_in_channel_order():
     torch.manual_seed(0)
     attn = ATTENTIONS.build("bipolar", dim=4, heads=2, neuron=IF1).eval()
     x = (torch.rand(1, 2, 3, 4) > 0.5).float() * 2.0
+    seen = []
+    attn.attn_lif.register_forward_hook(lambda mod, args, out: seen.append(args[0].clone()))
     with torch.no_grad():
         out = attn(x)
         q = attn.ternary(attn.q_pos_lif, attn.q_neg_lif, attn.q(x))
@@ -223,7 +225,7 @@ def test_bipolar_heads_attend_separately_and_are_merged_back_in_channel_order():
         y = torch.cat([shiftmax(q[..., h * 2:(h + 1) * 2] @ k[..., h * 2:(h + 1) * 2].transpose(-2, -1) * attn.scale)
                        @ v[..., h * 2:(h + 1) * 2] for h in range(2)], dim=-1)
         expected = attn.proj_lif(attn.proj(attn.attn_lif(y)))
-    assert torch.equal(out, expected)
+    assert torch.equal(seen[0], y) and torch.equal(out, expected)  # what the attention neuron reads, then the output
 
 
 def test_semm_released_router_reads_the_folded_layout_as_tokens_by_experts():
@@ -251,3 +253,12 @@ def test_defaults_are_the_published_scale_biased_qkv_and_single_width_experts_ar
     assert semm.k.linear.bias is not None and semm.v.linear.bias is not None
     assert all(q.linear.bias is not None for q in semm.expert_q) and semm.proj.linear.bias is not None
     assert ATTENTIONS.build("semm", dim=4, heads=2, neuron=IF1, expert_dim=1, num_expert=1).expert_dim == 1
+
+
+def test_emsp_pads_any_odd_kernel_to_keep_the_grid():
+    from step.attention.semm import ExpertsMixtureMLP
+
+    mlp = ExpertsMixtureMLP(dim=2, hidden=4, neuron=IF1, kernel_size=5).eval()
+    conv = mlp.dw.body[0] if hasattr(mlp.dw, "body") else mlp.dw[0]
+    assert conv.kernel_size == (5, 5) and conv.padding == (2, 2)
+    assert mlp(torch.ones(1, 2, 6, 2), (2, 3)).shape == (1, 2, 6, 2)
