@@ -214,7 +214,8 @@ def test_shiftmax_is_finite_far_from_zero_and_normalises_each_row_by_its_own_max
 def test_bipolar_heads_attend_separately_and_are_merged_back_in_channel_order():
     torch.manual_seed(0)
     attn = ATTENTIONS.build("bipolar", dim=4, heads=2, neuron=IF1).eval()
-    x = (torch.rand(1, 2, 3, 4) > 0.5).float() * 2.0
+    set_linear(attn.v, torch.eye(4).tolist())  # V = the input's spikes, so tokens and heads differ
+    x = torch.tensor([[1, 0, 1, 1], [0, 1, 1, 0], [1, 1, 0, 0]], dtype=torch.float32)[None, None] * 2.0
     seen = []
     attn.attn_lif.register_forward_hook(lambda mod, args, out: seen.append(args[0].clone()))
     with torch.no_grad():
@@ -225,6 +226,8 @@ def test_bipolar_heads_attend_separately_and_are_merged_back_in_channel_order():
         y = torch.cat([shiftmax(q[..., h * 2:(h + 1) * 2] @ k[..., h * 2:(h + 1) * 2].transpose(-2, -1) * attn.scale)
                        @ v[..., h * 2:(h + 1) * 2] for h in range(2)], dim=-1)
         expected = attn.proj_lif(attn.proj(attn.attn_lif(y)))
+    heads_first = torch.stack([y[..., h * 2:(h + 1) * 2] for h in range(2)], dim=2)  # [T, B, h, N, d]
+    assert not torch.equal(heads_first.reshape(y.shape), y)  # merging without moving heads back would differ
     assert torch.equal(seen[0], y) and torch.equal(out, expected)  # what the attention neuron reads, then the output
 
 
