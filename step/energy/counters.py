@@ -1,4 +1,4 @@
-"""Per-module accumulators: dense-MAC formulas and device-side input statistics.
+"""Synaptic per-module accumulators (conv, linear, spike products): dense-MAC formulas and device-side input statistics.
 
 Dense MACs of one call (all samples and timesteps in it), energy.md section 1.2:
 
@@ -18,14 +18,13 @@ For the ``exact`` and ``neurobench`` conventions a conv / linear layer also keep
 geometry, the spike totals (layers whose fan-out is the same at every position) or the per-position
 planes of spike sums and non-zero counts (the others); :meth:`LayerAccumulator.finish` weights
 them with the exact fan-out of :mod:`step.energy.fanout`. Nothing is read back during the
-evaluation: on accelerators every accumulator is a device tensor until :func:`to_host` copies all
-of them in one transfer.
+evaluation: on accelerators every accumulator is a device tensor until
+:func:`step.energy.tally.to_host` copies all of them in one transfer.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 from torch import nn
@@ -33,6 +32,7 @@ from torch import nn
 from step.energy import fanout
 from step.energy.ops import LayerOps
 from step.energy.reduce import Reduction, ReductionCache, plane_key, twin_bits
+from step.energy.tally import AccumulatorBase, TensorStats, as_float, lazy_add
 
 #: the layer types NeuroBench's SynapticOperations and ConnectionSparsity see (its STATELESS_LAYERS)
 NEUROBENCH_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -66,85 +66,6 @@ def classify(module: nn.Module) -> str | None:
     return None
 
 
-def _add(total: Any, value: Any) -> Any:
-    return value if total is None else total + value
-
-
-def _item(value: Any) -> float:
-    return float(value.item()) if isinstance(value, torch.Tensor) else float(value or 0.0)
-
-
-def _min(a: Any, b: Any) -> Any:
-    if a is None:
-        return b
-    return torch.minimum(a, b) if isinstance(a, torch.Tensor) else min(a, b)
-
-
-def _max(a: Any, b: Any) -> Any:
-    if a is None:
-        return b
-    return torch.maximum(a, b) if isinstance(a, torch.Tensor) else max(a, b)
-
-
-def _and(a: Any, b: Any) -> Any:
-    if a is None:
-        return b
-    return a & b if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor) else (a and b)
-
-
-class TensorStats:
-    """Running sums of the :class:`~step.energy.reduce.Reduction` of one input stream."""
-
-    def __init__(self) -> None:
-        self.numel = 0
-        self.nnz = self.sum = self.abs_sum = self.min = self.max = self.integer = self.ones = None
-
-    def update(self, red: Reduction) -> Reduction:
-        self.numel += red.numel
-        self.nnz, self.sum, self.abs_sum = _add(self.nnz, red.nnz), _add(self.sum, red.sum), _add(self.abs_sum, red.abs_sum)
-        if red.ones is not None:
-            self.ones = _add(self.ones, red.ones)
-        self.min, self.max = _min(self.min, red.lo), _max(self.max, red.hi)
-        self.integer = _and(self.integer, red.integer)
-        return red
-
-    def summary(self) -> dict[str, Any]:
-        """rate, mean, binary ({0, 1}), ternary ({-1, 0, 1}), integer (any integer spikes), signed, max."""
-        if not self.numel:
-            return {"rate": None, "mean": None, "abs_mean": None, "binary": False, "ternary": False,
-                    "integer": False, "signed": False, "max": 0.0}
-        lo, hi = _item(self.min), _item(self.max)
-        integer = bool(_item(self.integer))
-        return {
-            "rate": _item(self.nnz) / self.numel,
-            "mean": _item(self.sum) / self.numel,
-            "abs_mean": _item(self.abs_sum) / self.numel,
-            "binary": integer and lo >= 0 and hi <= 1,
-            "ternary": integer and -1 <= lo < 0 and hi <= 1,
-            "integer": integer,
-            "signed": lo < 0,
-            "max": max(abs(lo), abs(hi)),
-        }
-
-
-class _Base:
-    def __init__(self, name: str, module: nn.Module, kind: str):
-        self.name, self.module, self.kind = name, module, kind
-        self.type = type(module).__name__
-        self.clear()
-
-    def clear(self) -> None:
-        self.order: int | None = None
-        self.output_shape: tuple[int, ...] = ()
-        self.steps_total = 0.0  # sum over calls of steps x samples
-
-    def _per_sample_shape(self, out: torch.Tensor, steps: int, batch: int) -> tuple[int, ...]:
-        shape = tuple(out.shape)
-        if steps > 1 and len(shape) >= 2 and shape[0] * shape[1] == steps * batch:
-            return shape[2:]
-        return shape[1:]
-
-
 class GeometryTally:
     """What one conv / linear layer saw at one input geometry, for the exact and NeuroBench counts.
 
@@ -159,7 +80,7 @@ class GeometryTally:
         self.abs_total = self.nz_total = self.plane_abs = self.plane_nz = None
 
 
-class LayerAccumulator(_Base):
+class LayerAccumulator(AccumulatorBase):
     """Conv and Linear layers."""
 
     #: set by the meter before the evaluation: how many of the layer's weights are zero
@@ -224,15 +145,15 @@ class LayerAccumulator(_Base):
         red = self.stats.update(cache.reduce(x, steps, sample_dims=tally.sample_dims if tally.planes else 0))
         if tally.planes:
             planes = red.planes[plane_key(x, tally.sample_dims)]
-            tally.plane_abs = _add(tally.plane_abs, planes.logical(planes.abs).reshape(-1))
-            tally.plane_nz = _add(tally.plane_nz, planes.logical(planes.nz).reshape(-1))
+            tally.plane_abs = lazy_add(tally.plane_abs, planes.logical(planes.abs).reshape(-1))
+            tally.plane_nz = lazy_add(tally.plane_nz, planes.logical(planes.nz).reshape(-1))
         else:
-            tally.abs_total, tally.nz_total = _add(tally.abs_total, red.abs_sum), _add(tally.nz_total, red.nnz)
+            tally.abs_total, tally.nz_total = lazy_add(tally.abs_total, red.abs_sum), lazy_add(tally.nz_total, red.nnz)
         tally.rows += x.numel() // max(math.prod(tally.shape), 1)
         per_elem = macs / max(x.numel(), 1)
         # each spike of value v (sign included) drives |v| accumulates per fan-out
-        self.sop = _add(self.sop, red.abs_sum * per_elem)
-        self.ones = _add(self.ones, red.ones * per_elem)  # bit-serial twin: per-position spike counts
+        self.sop = lazy_add(self.sop, red.abs_sum * per_elem)
+        self.ones = lazy_add(self.ones, red.ones * per_elem)  # bit-serial twin: per-position spike counts
         self.macs_exec += macs
         self.macs_step += macs / steps
         self.steps_total += steps * batch
@@ -255,9 +176,9 @@ class LayerAccumulator(_Base):
             bias_params=bias_params, kernel=kernel, n_in=self.n_in / n, n_out=self.n_out / n,
         )
         if spike_like:
-            row.sops = _item(self.sop) / n
+            row.sops = as_float(self.sop) / n
             row.input_spikes = st["abs_mean"] * self.stats.numel / n
-            row.bitserial_acs = _item(self.ones) / n
+            row.bitserial_acs = as_float(self.ones) / n
             row.twin_bits = twin_bits(T, st["max"], st["signed"])
             if row.macs and row.n_in:  # 1-bits per activation = bit-serial ACs / fan-out
                 row.bit_density = row.bitserial_acs / (row.macs / row.n_in) / (row.twin_bits * row.n_in)
@@ -295,8 +216,8 @@ class LayerAccumulator(_Base):
                 nonzero_nz_w += float((z * nz_w).sum())
             else:  # one fan-out everywhere and no zero weight
                 f = float(every.reshape(-1)[0]) if every.numel() else 0.0
-                value += _item(tally.abs_total) * f
-                nonzero += _item(tally.nz_total) * f
+                value += as_float(tally.abs_total) * f
+                nonzero += as_float(tally.nz_total) * f
                 value_nz_w, nonzero_nz_w = value, nonzero
         skip = self.skip_zero_weights
         row.exact_value_ops = (value_nz_w if skip else value) / n
@@ -340,7 +261,7 @@ class FusedRepConvAccumulator(LayerAccumulator):
 SHAPE_FIELDS = ("macs", "macs_executed", "params", "bias_params", "bias_adds", "input_spikes")
 
 
-class MatMulAccumulator(_Base):
+class MatMulAccumulator(AccumulatorBase):
     """:class:`step.layers.SpikeMatMul` products (matmul or Hadamard), both operands tracked."""
 
     def clear(self) -> None:
@@ -368,9 +289,9 @@ class MatMulAccumulator(_Base):
                 terms = (a_mag * b_mag).sum(dtype=torch.float64)
             else:  # column / row sums of unit spikes are exact in float32 (fewer than 2**24 terms)
                 terms = (a_mag.sum(-2).double() * b_mag.sum(-1).double()).sum()
-            self.exact = _add(self.exact, terms)
-        self.sop_a = _add(self.sop_a, ra.abs_sum * (macs / max(a.numel(), 1)))
-        self.sop_b = _add(self.sop_b, rb.abs_sum * (macs / max(b.numel(), 1)))
+            self.exact = lazy_add(self.exact, terms)
+        self.sop_a = lazy_add(self.sop_a, ra.abs_sum * (macs / max(a.numel(), 1)))
+        self.sop_b = lazy_add(self.sop_b, rb.abs_sum * (macs / max(b.numel(), 1)))
         self.macs_exec += macs
         self.macs_step += macs / steps
         self.steps_total += steps * batch
@@ -387,14 +308,14 @@ class MatMulAccumulator(_Base):
         )
         unit_a, unit_b = sa["binary"] or sa["ternary"], sb["binary"] or sb["ternary"]
         if unit_a and unit_b:
-            row.sops = _item(self.exact) / n  # exact count of the non-zero product terms
+            row.sops = as_float(self.exact) / n  # exact count of the non-zero product terms
         elif unit_a or unit_b:
             # one unit-spike operand: each of its spikes selects entries of the other to add
-            row.sops = (_item(self.sop_a) if unit_a else _item(self.sop_b)) / n
+            row.sops = (as_float(self.sop_a) if unit_a else as_float(self.sop_b)) / n
         elif sa["integer"] and sb["integer"]:
-            row.sops = min(_item(self.sop_a), _item(self.sop_b)) / n  # value-weighted, smaller side
+            row.sops = min(as_float(self.sop_a), as_float(self.sop_b)) / n  # value-weighted, smaller side
         elif sa["integer"] or sb["integer"]:
-            row.sops = (_item(self.sop_a) if sa["integer"] else _item(self.sop_b)) / n
+            row.sops = (as_float(self.sop_a) if sa["integer"] else as_float(self.sop_b)) / n
         else:
             row.nonspike_macs_once = row.nonspike_macs_per_step = row.macs_executed
         # the paper's count of a spike product is already exact (coincidences, or one add per
@@ -417,99 +338,3 @@ def _may_be_unit(red: Reduction) -> bool:
 def _maybe_negative(red: Reduction) -> bool:
     """True unless the reduction proves every value non-negative (device reductions: always True)."""
     return isinstance(red.lo, torch.Tensor) or red.lo < 0
-
-
-class NeuronAccumulator(_Base):
-    """Spiking neurons: updates (T x neurons) and the spikes they emit."""
-
-    def host_holders(self) -> list:
-        return [self]
-
-    def clear(self) -> None:
-        super().clear()
-        self.updates = self.neurons = 0.0
-        self.nnz = self.sum = None
-
-    def update(self, tensors: list[torch.Tensor], out: torch.Tensor, steps: int, batch: int,
-               cache: ReductionCache | None = None) -> None:
-        self.updates += float(out.numel())
-        self.neurons += out.numel() / steps
-        # reduced once and shared with the layers that read these spikes next
-        red = (cache if cache is not None else ReductionCache(0)).reduce(out, steps, need_ones=False)
-        self.nnz = _add(self.nnz, red.nnz)
-        self.sum = _add(self.sum, red.abs_sum)  # spikes, value-weighted (|v| for signed spikes)
-        self.steps_total += steps * batch
-        self.output_shape = self._per_sample_shape(out, steps, batch)
-
-    def finish(self, n: int, T: int) -> LayerOps:
-        leaky = getattr(self.module, "leaky", None)
-        if leaky is None:
-            leaky = self.type not in ("IF", "IFNode", "IFNeuron")
-        return LayerOps(
-            name=self.name, type=self.type, kind=self.kind, order=self.order or 0,
-            output_shape=self.output_shape, steps=self.steps_total / n, neurons=self.neurons / n,
-            neuron_updates=self.updates / n, spikes=_item(self.sum) / n,
-            output_rate=_item(self.nnz) / self.updates if self.updates else 0.0, leaky=bool(leaky),
-        )
-
-
-class ElementAccumulator(_Base):
-    """Norm and pooling layers: element operations only (reported, not charged)."""
-
-    def host_holders(self) -> list:
-        return [self]
-
-    def clear(self) -> None:
-        super().clear()
-        self.ops = 0.0
-
-    def update(self, tensors: list[torch.Tensor], out: torch.Tensor, steps: int, batch: int,
-               cache: ReductionCache | None = None) -> None:
-        if self.kind == "pool":
-            m = self.module
-            kernel = getattr(m, "kernel_size", None)
-            if kernel is None:  # adaptive pooling reads every input element once
-                self.ops += float(tensors[0].numel())
-            else:
-                k = math.prod(kernel) if isinstance(kernel, (tuple, list)) else kernel ** (out.dim() - 2)
-                self.ops += float(out.numel()) * k
-        else:
-            self.ops += float(out.numel())
-        self.steps_total += steps * batch
-        self.output_shape = self._per_sample_shape(out, steps, batch)
-
-    def finish(self, n: int, T: int) -> LayerOps:
-        return LayerOps(
-            name=self.name, type=self.type, kind=self.kind, order=self.order or 0,
-            output_shape=self.output_shape, steps=self.steps_total / n, ops=self.ops / n,
-        )
-
-
-def to_host(accumulators) -> int:
-    """Replace every tensor an accumulator holds by host values, in ONE device-to-host copy.
-
-    0-d tensors become Python floats (bools for flags), planes CPU float64 tensors. Returns the
-    number of tensors moved. This is the counters' only read of device values.
-    """
-    slots: list[tuple[Any, str, torch.Tensor]] = []
-    for acc in accumulators:
-        for holder in acc.host_holders():
-            for name, value in vars(holder).items():
-                if isinstance(value, torch.Tensor) and name != "module":
-                    slots.append((holder, name, value))
-    if not slots:
-        return 0
-    # 0-d values first, so that one tolist() of that slice turns them into floats
-    slots.sort(key=lambda slot: slot[2].dim() != 0)
-    flat = torch.cat([v.detach().reshape(-1).to(torch.float64) for _, _, v in slots]).cpu()
-    n_scalars = sum(1 for _, _, v in slots if v.dim() == 0)
-    scalars = flat[:n_scalars].tolist()
-    offset = n_scalars
-    for i, (holder, name, value) in enumerate(slots):
-        if i < n_scalars:
-            host: Any = bool(scalars[i]) if value.dtype == torch.bool else scalars[i]
-        else:
-            host = flat[offset:offset + value.numel()].reshape(value.shape)
-            offset += value.numel()
-        setattr(holder, name, host)
-    return len(slots)

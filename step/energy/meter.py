@@ -12,7 +12,7 @@ Every hook reduces its tensors (:mod:`step.energy.reduce`: non-zero count, sums,
 integer test and a popcount of per-position spike counts). On the CPU one C pass returns them all
 (or a torch twin that branches on the values); on accelerators they stay on the device and nothing
 is synchronised until :meth:`EnergyMeter.report`, which copies every counter to the host in one
-transfer (:func:`step.energy.counters.to_host`); the only other read is one look at the weights when
+transfer (:func:`step.energy.tally.to_host`); the only other read is one look at the weights when
 the ``with`` block opens (which layers hold zero weights). A tensor read by several modules (Q, K and V
 reading one spike map; a layer reading its neuron's spikes; K^T viewing K) is reduced once, and
 the C neuron kernel hands over the count of the spikes it writes, so those are never read back.
@@ -33,14 +33,13 @@ from torch import nn
 from step.energy.counters import (
     LayerAccumulator,
     MatMulAccumulator,
-    NeuronAccumulator,
-    ElementAccumulator,
     FusedRepConvAccumulator,
     NEUROBENCH_LAYERS,
     SHAPE_FIELDS,
     classify,
-    to_host,
 )
+from step.energy.activity import ElementAccumulator, NeuronAccumulator
+from step.energy.tally import to_host
 from step.energy import fanout
 from step.energy.ops import OpTable
 from step.energy.reduce import ReductionCache, binary_reduction

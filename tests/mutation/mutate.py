@@ -61,7 +61,7 @@ MODULES: dict[str, tuple[list[str], list[str]]] = {
     "kernels": (["step/neurons/kernels.py", "step/neurons/lif_op.py"],
                 ["tests/test_lif_op.py", "tests/test_native_lif.py", "tests/test_neurons.py", "tests/test_fast_twins.py"]),
     # energy counters and report
-    "energy-counters": (["step/energy/counters.py"], ENERGY_TESTS),
+    "energy-counters": (["step/energy/counters.py", "step/energy/activity.py", "step/energy/tally.py"], ENERGY_TESTS),
     "energy-report": (["step/energy/report.py"],
                       ["tests/test_energy_report.py", "tests/test_energy_table.py", *ENERGY_TESTS]),
     # engine
