@@ -136,7 +136,7 @@ class EnergyReport:
                              "int8 E_AC x 1-bits x fan-out (dense int8 MACs on real-valued inputs "
                              "and attention products); int8_dense: int8 E_MAC x dense MACs",
             },
-            "totals": self.table.totals() if table is self.table else table.totals(),
+            "totals": table.totals(),
             "energy": self._all_models(name, constants, table),
             "encoder_conventions": conventions,
             "per_layer": self._rows(chosen, self.energy(name, table=exact_table, **constants)),
